@@ -1,0 +1,217 @@
+"""Audio features: Wav2Lip's log-mel spectrogram (numpy and batched torch) and SyncNet's MFCC.
+
+Both mel paths compute exactly the features the public Wav2Lip weights were trained
+on (``WAV2LIP_MEL``):
+
+1. pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]`` (``x[-1] = 0``);
+2. centred STFT, ``n_fft = win = 800`` (periodic Hann), hop 200, the signal padded by
+   400 samples on each side with REFLECT padding (what the release's librosa did;
+   librosa >= 0.10 defaults to constant padding) -> ``1 + N // 200`` columns;
+3. magnitude, then librosa's 80-band Slaney mel filter bank (55-7600 Hz);
+4. ``20 log10(max(S, 1e-5)) - 20`` dB, then ``clip(8 (dB + 100) / 100 - 4, -4, 4)``.
+
+Digital silence (e.g. TTS output with exact zeros) is well defined: its columns are
+all -4, the floor of the scale, and nothing is NaN; no noise needs to be added.
+Waveforms containing NaN or infinity are rejected with ``AudioError``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .constants import SAMPLE_RATE, WAV2LIP_MEL, MelSpec
+from .errors import AudioError
+
+__all__ = ["mel_filters", "melspectrogram", "melspectrogram_torch", "mfcc"]
+
+_BLOCK_FRAMES = 4096  # STFT frames processed at once (bounds memory on long audio)
+
+
+@lru_cache(maxsize=8)
+def mel_filters(spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
+    """librosa's Slaney mel filter bank for ``spec``: (n_mels, n_fft // 2 + 1) float32, read-only."""
+    import librosa
+
+    bank = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
+                               fmin=spec.fmin, fmax=spec.fmax).astype(np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
+@lru_cache(maxsize=8)
+def _hann(spec: MelSpec) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` zero-padded (centred) to ``n_fft``, float64."""
+    n = np.arange(spec.win_length)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / spec.win_length)
+    left = (spec.n_fft - spec.win_length) // 2
+    window = np.pad(window, (left, spec.n_fft - spec.win_length - left))
+    window.setflags(write=False)
+    return window
+
+
+def _normalize(mel: np.ndarray | torch.Tensor, spec: MelSpec) -> np.ndarray | torch.Tensor:
+    """Magnitude mel -> dB -> [-max_abs, max_abs] (works on numpy arrays and tensors alike)."""
+    lib = torch if isinstance(mel, torch.Tensor) else np
+    db = 20 * lib.log10(lib.clip(mel, spec.amp_floor, None)) - spec.ref_level_db
+    scaled = 2 * spec.max_abs_value * (db - spec.min_level_db) / (-spec.min_level_db) - spec.max_abs_value
+    return lib.clip(scaled, -spec.max_abs_value, spec.max_abs_value)
+
+
+def _reflect_indices(n: int, pad: int) -> np.ndarray:
+    """Indices of ``np.pad(x, pad, mode="reflect")`` for a length-``n`` signal (any ``pad``)."""
+    idx = np.arange(-pad, n + pad)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = np.abs(idx) % period
+    return np.where(idx >= n, period - idx, idx)
+
+
+def _check_waveform(n_samples: int, finite: bool) -> None:
+    if n_samples == 0:
+        raise AudioError("cannot compute a mel spectrogram of an empty waveform (0 samples)")
+    if not finite:
+        raise AudioError("waveform contains NaN or infinite samples; the mel spectrogram is undefined")
+
+
+def melspectrogram(wav: np.ndarray, spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
+    """Wav2Lip log-mel spectrogram of a mono waveform (numpy).
+
+    Parameters
+    ----------
+    wav : np.ndarray
+        (N,) mono waveform at ``spec.sample_rate`` (16 kHz), float in about [-1, 1].
+    spec : MelSpec
+        Feature parameters; the default is exactly Wav2Lip's.
+
+    Returns
+    -------
+    np.ndarray
+        (80, T) float32 in [-4, 4] with ``T = 1 + N // 200`` (80 columns per second).
+        Silent columns are -4.
+
+    Raises
+    ------
+    AudioError
+        ``wav`` is not 1-D, is empty, or contains NaN/inf.
+    """
+    x = np.asarray(wav, dtype=np.float64)
+    if x.ndim != 1:
+        raise AudioError(f"melspectrogram expects a 1-D waveform, got shape {x.shape}")
+    _check_waveform(x.size, bool(np.isfinite(x).all()))
+    y = x.copy()
+    y[1:] -= spec.preemphasis * x[:-1]
+    pad = spec.n_fft // 2
+    padded = np.pad(y, pad, mode="reflect") if y.size > 1 else np.full(y.size + 2 * pad, y[0])
+    frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft)[:: spec.hop_length]
+    n_cols = spec.n_columns(x.size)
+    assert frames.shape[0] == n_cols
+    bank = mel_filters(spec).astype(np.float64)
+    window = _hann(spec)
+    out = np.empty((spec.n_mels, n_cols), np.float32)
+    for start in range(0, n_cols, _BLOCK_FRAMES):
+        block = frames[start:start + _BLOCK_FRAMES] * window  # (t, n_fft)
+        magnitude = np.abs(np.fft.rfft(block, axis=-1))  # (t, n_fft // 2 + 1)
+        out[:, start:start + len(block)] = _normalize(bank @ magnitude.T, spec)
+    return out
+
+
+_TORCH_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _torch_constants(spec: MelSpec, device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mel bank (n_mels, n_fft//2+1), window (n_fft,)) on ``device``/``dtype``, cached."""
+    key = (spec, str(device), dtype)
+    if key not in _TORCH_CACHE:
+        bank = torch.from_numpy(mel_filters(spec).copy()).to(device=device, dtype=dtype)
+        window = torch.from_numpy(_hann(spec).copy()).to(device=device, dtype=dtype)
+        _TORCH_CACHE[key] = (bank, window)
+    return _TORCH_CACHE[key]
+
+
+def melspectrogram_torch(wav: torch.Tensor, spec: MelSpec = WAV2LIP_MEL,
+                         block_frames: int = 16384) -> torch.Tensor:
+    """Wav2Lip log-mel spectrogram of one waveform or a batch, on the tensor's device.
+
+    Same features as :func:`melspectrogram` (agrees to about 1e-4 on the [-4, 4]
+    scale in float32), vectorised over the batch; runs on CPU or GPU.
+
+    Parameters
+    ----------
+    wav : torch.Tensor
+        (N,) or (B, N) waveform(s) at 16 kHz, float in about [-1, 1].  Integer tensors
+        are converted to float32; float64 stays float64.
+    spec : MelSpec
+        Feature parameters; the default is exactly Wav2Lip's.
+    block_frames : int
+        STFT frames transformed at once per batch item (bounds memory on long audio).
+
+    Returns
+    -------
+    torch.Tensor
+        (80, T) or (B, 80, T), ``T = 1 + N // 200``, values in [-4, 4], same device,
+        float32 (float64 for float64 input).
+
+    Raises
+    ------
+    AudioError
+        ``wav`` is not 1-D/2-D, has no samples, or contains NaN/inf.
+    """
+    if not isinstance(wav, torch.Tensor):
+        raise AudioError(f"melspectrogram_torch expects a torch.Tensor, got {type(wav).__name__}")
+    if wav.dim() not in (1, 2):
+        raise AudioError(f"melspectrogram_torch expects (N,) or (B, N), got shape {tuple(wav.shape)}")
+    x = wav if wav.is_floating_point() and wav.dtype in (torch.float32, torch.float64) else wav.float()
+    batched = x.dim() == 2
+    x = x if batched else x.unsqueeze(0)
+    n = x.shape[-1]
+    _check_waveform(n, n == 0 or bool(torch.isfinite(x).all()))
+    bank, window = _torch_constants(spec, x.device, x.dtype)
+
+    y = x.clone()
+    y[:, 1:] -= spec.preemphasis * x[:, :-1]
+    index = torch.from_numpy(_reflect_indices(n, spec.n_fft // 2)).to(x.device)
+    frames = y[:, index].unfold(-1, spec.n_fft, spec.hop_length)  # (B, T, n_fft), a view
+    blocks = []
+    for start in range(0, frames.shape[1], block_frames):
+        spectrum = torch.fft.rfft(frames[:, start:start + block_frames] * window, dim=-1).abs()
+        blocks.append(torch.matmul(bank, spectrum.transpose(1, 2)))  # (B, n_mels, t)
+    out = _normalize(torch.cat(blocks, dim=-1), spec)
+    return out if batched else out[0]
+
+
+def mfcc(wav: np.ndarray, sr: int = SAMPLE_RATE, pcm_scale: float = 32768.0) -> np.ndarray:
+    """SyncNet v2's audio input: ``python_speech_features.mfcc`` with its defaults.
+
+    13 cepstra from 26 filters, 25 ms windows every 10 ms, pre-emphasis 0.97, log
+    frame energy in place of c0, lifter 22 (the package's defaults, unchanged).
+
+    Parameters
+    ----------
+    wav : np.ndarray
+        (N,) mono waveform, float in about [-1, 1] (e.g. from :func:`load_audio`).
+    sr : int
+        Sample rate in Hz (SyncNet v2 expects 16000).
+    pcm_scale : float
+        The waveform is multiplied by this before the MFCC.  syncnet_python read its
+        audio as 16-bit PCM integers, so the default 32768 reproduces its input
+        exactly (the scale only shifts the energy coefficient c0, by 2 ln(pcm_scale)).
+        Use 1.0 for ``python_speech_features.mfcc(wav, sr)`` on the float values.
+
+    Returns
+    -------
+    np.ndarray
+        (T, 13) float32, T = number of 10 ms steps (100 per second at any ``sr``).
+    """
+    from python_speech_features import mfcc as psf_mfcc
+
+    x = np.asarray(wav, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise AudioError(f"mfcc expects a non-empty 1-D waveform, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AudioError("waveform contains NaN or infinite samples; the MFCC is undefined")
+    return psf_mfcc(x * pcm_scale, samplerate=sr).astype(np.float32)

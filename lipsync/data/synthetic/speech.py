@@ -1,0 +1,254 @@
+"""Speech with phoneme timings from the espeak-ng library (``libespeak-ng``), through ctypes.
+
+espeak-ng is asked for phoneme events (``espeakINITIALIZE_PHONEME_EVENTS``) while it
+synthesises into a callback, so every phoneme comes with the sample index at which espeak
+started it: real timings, not estimates.  Audio is resampled from espeak's 22050 Hz to
+16 kHz.  Only the synthetic-data generator needs espeak-ng; nothing on the inference path
+imports this module.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import resample_poly
+
+__all__ = [
+    "EspeakError",
+    "Phoneme",
+    "SpeechParams",
+    "Utterance",
+    "VOICES",
+    "VARIANTS",
+    "random_sentence",
+    "sample_speech_params",
+    "synthesize",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
+VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+            "klatt", "klatt2", "klatt3", "adam", "linda", "steph", "john", "max", "paul")
+
+_WORDS = {
+    "adj": "bright quiet tiny heavy purple gentle sharp cheap frozen happy modest brave busy curious "
+           "yellow wooden smooth bold famous hungry lovely open round simple sudden tall warm wise",
+    "noun": "apple bottle morning farmer window puppy garden teacher engine music ocean pebble "
+            "ribbon summer village thunder kitchen bishop whistle feather mountain orange basket "
+            "violin shadow monkey blanket zebra judge cheese mirror",
+    "verb": "pushes follows watches opens moves throws finds keeps paints visits chooses brings "
+            "carries measures fixes touches buys leaves loves misses",
+    "prep": "under behind beside over through near above without before",
+    "adv": "quickly slowly often maybe softly happily badly really almost",
+    "name": "Peter Mary Bob Fiona Judith Oliver Vera Zoe Thomas Wendy Charles Uma",
+}
+_TEMPLATES = (
+    "The {adj} {noun} {verb} the {noun} {prep} the {noun}.",
+    "{name} {adv} {verb} a {adj} {noun}.",
+    "Why does the {noun} {adv} look so {adj}?",
+    "My {noun} and your {noun} are {adj} today.",
+    "{name} said the {noun} was {adj}, but the {noun} was {adj}.",
+    "Please bring {num} {adj} {noun}s to {name} by {num} o'clock.",
+    "Every {noun} {verb} a {noun}, and {name} {verb} the {adj} {noun}.",
+    "Oh, {name}! The {noun} is {adv} {adj}.",
+    "We met {num} {adj} {noun}s {prep} the {noun} in {month}.",
+)
+_NUMBERS = "two three five seven eight nine ten twelve twenty forty".split()
+_MONTHS = "January February March April May June July August September October".split()
+
+
+class EspeakError(RuntimeError):
+    """espeak-ng is missing or failed; the message says what to install or what went wrong."""
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    """One phoneme: espeak mnemonic (e.g. ``"aI"``, ``"p"``, ``"_:"`` for a pause), times in seconds."""
+
+    symbol: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class SpeechParams:
+    """How espeak speaks one utterance."""
+
+    text: str
+    voice: str = "en-us"  # espeak voice (language) name, see VOICES
+    variant: str = ""  # espeak voice variant ("m3", "f2", "klatt", ...), "" for none
+    rate: int = 165  # words per minute, espeak range 80..450
+    pitch: int = 50  # 0..99
+    pitch_range: int = 50  # 0..99, intonation range
+    word_gap: int = 0  # extra pause between words, units of 10 ms
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Synthesised speech: ``wav`` float32 (N,) at ``sample_rate``, phonemes in time order."""
+
+    wav: np.ndarray
+    sample_rate: int
+    phonemes: tuple[Phoneme, ...]
+    params: SpeechParams
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+class _Event(ctypes.Structure):
+    class _Id(ctypes.Union):
+        _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _Id)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_EV_LIST_TERMINATED, _EV_END, _EV_MSG_TERMINATED, _EV_PHONEME = 0, 5, 6, 7
+_P_RATE, _P_VOLUME, _P_PITCH, _P_RANGE, _P_WORDGAP = 1, 2, 3, 4, 7
+_AUDIO_OUTPUT_SYNCHRONOUS, _INIT_PHONEME_EVENTS, _INIT_DONT_EXIT = 2, 0x0001, 0x8000
+_CHARS_UTF8, _POS_CHARACTER = 1, 1
+
+
+class _Espeak:
+    """Process-wide handle on libespeak-ng (the library keeps global state)."""
+
+    _instance: _Espeak | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, library: str | None) -> None:
+        name = library or ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self.lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise EspeakError(
+                f"espeak-ng library not found ({name}): install it (Debian/Ubuntu: apt-get install "
+                "espeak-ng) to generate synthetic speech; inference never needs it") from e
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None,
+                                                      _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
+        if self.sample_rate <= 0:
+            raise EspeakError(f"espeak_Initialize failed (returned {self.sample_rate}); is espeak-ng-data installed?")
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, str]] = []
+        self._callback = _CALLBACK(self._on_audio)  # keep a reference: ctypes would free it
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    @classmethod
+    def get(cls, library: str | None = None) -> _Espeak:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls(library)
+            return cls._instance
+
+    def _on_audio(self, wav, n: int, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while events[i].type != _EV_LIST_TERMINATED:
+            ev = events[i]
+            symbol = ev.id.string.decode("utf-8", "replace") if ev.type == _EV_PHONEME else ""
+            self._events.append((ev.type, ev.sample, symbol))
+            i += 1
+        return 0
+
+    def speak(self, p: SpeechParams) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+        voice = f"{p.voice}+{p.variant}" if p.variant else p.voice
+        with self._lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise EspeakError(f"espeak-ng has no voice {voice!r}; voices: {VOICES}, variants: {VARIANTS}")
+            for key, value in ((_P_RATE, p.rate), (_P_PITCH, p.pitch), (_P_RANGE, p.pitch_range),
+                               (_P_WORDGAP, p.word_gap), (_P_VOLUME, 100)):
+                self.lib.espeak_SetParameter(key, int(value), 0)
+            self._chunks, self._events = [], []
+            text = p.text.encode("utf-8") + b"\0"
+            err = self.lib.espeak_Synth(text, len(text), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            if err != 0 or self.lib.espeak_Synchronize() != 0:
+                raise EspeakError(f"espeak-ng failed on {p.text!r} (error {err})")
+            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            return wav, list(self._events)
+
+
+def synthesize(params: SpeechParams, sample_rate: int = SAMPLE_RATE, library: str | None = None) -> Utterance:
+    """Speak ``params.text`` with espeak-ng; return 16 kHz float32 audio and timed phonemes.
+
+    Parameters
+    ----------
+    params : what to say and how (voice, variant, rate, pitch).
+    sample_rate : output rate in Hz (espeak synthesises at 22050 Hz; resampled polyphase).
+    library : explicit path/name of libespeak-ng, default found on the system.
+
+    Returns
+    -------
+    Utterance with ``wav`` float32 (N,) in [-1, 1] and phonemes covering [0, duration]
+    (pauses are symbols starting with ``"_"``).
+
+    Raises
+    ------
+    EspeakError : espeak-ng is not installed, the voice does not exist, or synthesis failed.
+    """
+    engine = _Espeak.get(library)
+    raw, events = engine.speak(params)
+    native = engine.sample_rate
+    g = np.gcd(sample_rate, native)
+    wav = resample_poly(raw.astype(np.float32) / 32768.0, sample_rate // g, native // g).astype(np.float32)
+    duration = len(wav) / sample_rate
+    starts = [(s / native, sym) for kind, s, sym in events if kind == _EV_PHONEME and sym]
+    phonemes = []
+    for i, (start, sym) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else duration
+        if end > start:
+            phonemes.append(Phoneme(sym, round(start, 5), round(min(end, duration), 5)))
+    if not phonemes:
+        raise EspeakError(f"espeak-ng returned no phonemes for {params.text!r}")
+    return Utterance(np.clip(wav, -1, 1), sample_rate, tuple(phonemes), params)
+
+
+def random_sentence(rng: np.random.Generator, max_words: int | None = None) -> str:
+    """A grammatical English sentence from word lists and templates, drawn with ``rng``.
+
+    With ``max_words`` the sentence is cut to that many words (keeping final punctuation).
+    """
+    words = {k: v.split() for k, v in _WORDS.items()}
+    words["num"], words["month"] = _NUMBERS, _MONTHS
+    template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
+    parts = template.replace("{", "\0{").replace("}", "}\0").split("\0")
+    out = []
+    for part in parts:
+        if part.startswith("{") and part.endswith("}"):
+            choices = words[part[1:-1]]
+            out.append(choices[rng.integers(len(choices))])
+        else:
+            out.append(part)
+    sentence = "".join(out)
+    sentence = sentence[0].upper() + sentence[1:]
+    if max_words is not None:
+        tokens = sentence.split()
+        if len(tokens) > max_words:
+            sentence = " ".join(tokens[:max(1, max_words)]).rstrip(",.!?") + "."
+    return sentence
+
+
+def sample_speech_params(rng: np.random.Generator, text: str) -> SpeechParams:
+    """Random voice, variant, rate and pitch for ``text``."""
+    return SpeechParams(
+        text=text,
+        voice=VOICES[rng.integers(len(VOICES))],
+        variant=VARIANTS[rng.integers(len(VARIANTS))],
+        rate=int(rng.integers(125, 200)),
+        pitch=int(rng.integers(25, 80)),
+        pitch_range=int(rng.integers(25, 90)),
+        word_gap=int(rng.choice([0, 0, 0, 1, 2])),
+    )

@@ -1,0 +1,109 @@
+"""Run a lip-sync generator on batches of face crops: numpy in, numpy out.
+
+Works for every generator of ``lipsync.models`` (the interface of ``docs/usage/models.md``):
+``generator(faces, mels)`` with faces (B, 6, T, S, S) RGB in [0, 1] (masked target + reference)
+and mels (B, T, 1, 80, 16).  ``T`` is the generator's ``frames_per_window`` (1 for Wav2Lip,
+16 for the MARLIN-conditioned generator); a MARLIN generator's encoder is run as its own step
+(``generator.encode``) so its time is reported separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .options import StageTimes
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class GeneratorRunner:
+    """Batched, device-agnostic inference for one generator.
+
+    Parameters
+    ----------
+    model : a ``lipsync.models`` generator (``img_size``, ``frames_per_window`` attributes)
+    device : where to run it
+    dtype : compute dtype (fp32, or fp16 / bf16 through autocast)
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.model = model.eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = device
+        self.dtype = dtype
+        self.size = int(getattr(model, "img_size", 96))
+        self.window = int(getattr(model, "frames_per_window", 1))
+        self.has_encoder = callable(getattr(model, "encode", None)) and self.window > 1
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None) -> np.ndarray:
+        """Generate faces for ``crops`` speaking ``mels``.
+
+        Parameters
+        ----------
+        crops : (N, S, S, 3) uint8 RGB face crops, N a multiple of ``window``; consecutive
+            groups of ``window`` crops form one clip
+        mels : (N, 80, 16) float32 mel windows in [-4, 4], one per crop
+
+        Returns
+        -------
+        (N, S, S, 3) uint8 RGB generated faces
+        """
+        n, s = crops.shape[0], self.size
+        if crops.shape[1:] != (s, s, 3):
+            raise ValueError(f"crops must be (N, {s}, {s}, 3), got {crops.shape}")
+        if n % self.window or mels.shape != (n, 80, 16):
+            raise ValueError(f"need N % {self.window} == 0 crops and (N, 80, 16) mels, got {crops.shape}, "
+                             f"{mels.shape}")
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
+        masked = x.clone()
+        masked[:, :, s // 2:] = 0
+        faces = torch.cat([masked, x], dim=1)  # (N, 6, S, S)
+        m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
+        b, t = n // self.window, self.window
+        kwargs = {}
+        with self._autocast():
+            if t > 1:
+                faces = faces.view(b, t, 6, s, s).permute(0, 2, 1, 3, 4)  # (B, 6, T, S, S)
+                m = m.view(b, t, 1, 80, 16)
+                if self.has_encoder:
+                    kwargs["tokens"] = self.model.encode(faces)
+                    if times is not None:
+                        _sync(self.device)
+                        t1 = time.perf_counter()
+                        times.marlin += t1 - t0
+                        t0 = t1
+            out = self.model(faces, m, **kwargs)
+            if t > 1:
+                out = out.permute(0, 2, 1, 3, 4).reshape(n, 3, s, s)
+        out = out.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        result = out.cpu().numpy()
+        if times is not None:
+            times.generate += time.perf_counter() - t0
+        return result
+
+    def warmup(self) -> None:
+        """One tiny forward pass (cuDNN autotuning, lazy init) so timings exclude it."""
+        n = self.window
+        self(np.zeros((n, self.size, self.size, 3), np.uint8), np.zeros((n, 80, 16), np.float32))

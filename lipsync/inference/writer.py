@@ -1,0 +1,179 @@
+"""Streaming mp4 writer: h264 video plus the new audio track as aac, written atomically.
+
+The file is written under a hidden temporary name in the target's folder and renamed over
+the target only by :meth:`DubWriter.close`; :meth:`DubWriter.abort` (or leaving the ``with``
+block through an exception) removes it, so a failed run never leaves a partial output.
+
+Audio is decoded from its source file at its own sample rate (not the 16 kHz used for the
+model's features) and interleaved with the video as the frames arrive, so neither the
+decoded audio nor the muxer's interleaving queue grows with the video's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .options import DubError
+
+log = logging.getLogger(__name__)
+
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def _audio_chunks(path: str, rate: int, layout: str) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of ``path`` as float32 planar chunks (channels, n) at ``rate``."""
+    with av.open(str(path)) as container:
+        stream = container.streams.best("audio")
+        if stream is None:
+            raise DubError(f"{path}: no audio stream")
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        for frame in container.decode(stream):
+            frame.pts = None
+            for out in resampler.resample(frame):
+                yield out.to_ndarray().astype(np.float32, copy=False)
+        for out in resampler.resample(None):
+            yield out.to_ndarray().astype(np.float32, copy=False)
+
+
+def audio_format(path: str) -> tuple[int, str]:
+    """(sample rate, layout) to encode ``path``'s audio with: its own rate when aac supports it
+    (else 48 kHz), mono stays mono, anything wider becomes stereo."""
+    with av.open(str(path)) as container:
+        stream = container.streams.best("audio")
+        if stream is None:
+            raise DubError(f"{path}: no audio stream")
+        rate = stream.codec_context.sample_rate or 48000
+        channels = stream.codec_context.channels or 1
+    return (rate if rate in AAC_RATES else 48000), ("mono" if channels == 1 else "stereo")
+
+
+class DubWriter:
+    """Write RGB frames and the audio of ``audio_path`` to ``out`` (mp4, h264 + aac).
+
+    Parameters
+    ----------
+    out : target path (its folder must exist and be writable)
+    size : (width, height) of every frame
+    fps : output frame rate
+    audio_path : file whose first audio stream becomes the output's audio
+    audio_seconds : how much of that audio to keep
+    pad_audio_to_video : when the video ends up longer than the audio (``--keep-video``), fill
+        the rest of the audio track with silence
+    """
+
+    def __init__(self, out: str | os.PathLike, size: tuple[int, int], fps: Fraction, audio_path: str,
+                 audio_seconds: float, crf: int = 18, preset: str = "veryfast",
+                 pad_audio_to_video: bool = False) -> None:
+        self.out = Path(out)
+        self.fps = Fraction(fps)
+        width, height = size
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.out.stem}.", suffix=".partial.mp4", dir=self.out.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.frames = 0
+        self._closed = False
+        try:
+            self.container = av.open(str(self.tmp), "w", format="mp4")
+            self.video = self.container.add_stream("libx264", rate=self.fps)
+            self.video.width, self.video.height = width, height
+            # yuv420p needs even sizes; odd sizes keep the exact resolution with 4:4:4 chroma.
+            self.video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            self.video.codec_context.time_base = Fraction(1, 1) / self.fps
+            self.video.options = {"crf": str(int(crf)), "preset": preset}
+            rate, layout = audio_format(audio_path)
+            self.audio = self.container.add_stream("aac", rate=rate)
+            self.audio.layout = layout
+            self.audio.codec_context.time_base = Fraction(1, rate)
+            self._rate, self._layout = rate, layout
+            self._audio_total = round(audio_seconds * rate)
+            self._pad = pad_audio_to_video
+            self._audio_written = 0
+            self._chunks = _audio_chunks(audio_path, rate, layout)
+        except Exception:
+            self.abort()
+            raise
+
+    # -- audio ---------------------------------------------------------------------------
+    def _encode_audio(self, samples: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32), format="fltp",
+                                           layout=self._layout)
+        frame.sample_rate = self._rate
+        frame.pts = self._audio_written
+        frame.time_base = Fraction(1, self._rate)
+        self._audio_written += samples.shape[1]
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+
+    def _feed_audio(self, until_seconds: float | None) -> None:
+        """Encode audio up to ``until_seconds`` (None: to the end, then silence to the padded end)."""
+        goal = self._audio_total if until_seconds is None else min(self._audio_total,
+                                                                    round(until_seconds * self._rate))
+        while self._chunks is not None and self._audio_written < goal:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._chunks = None
+                break
+            self._encode_audio(chunk[:, : self._audio_total - self._audio_written])
+        if until_seconds is None and self._pad:
+            channels = 1 if self._layout == "mono" else 2
+            total = round(self.frames / self.fps * self._rate)
+            while self._audio_written < total:
+                n = min(self._rate, total - self._audio_written)
+                self._encode_audio(np.zeros((channels, n), np.float32))
+
+    # -- video ---------------------------------------------------------------------------
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one RGB uint8 (H, W, 3) frame."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.frames
+        frame.time_base = self.video.codec_context.time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+        self._feed_audio(self.frames / self.fps + 0.5)
+
+    def close(self) -> Path:
+        """Flush both encoders, finish the file and rename it over the target."""
+        try:
+            for packet in self.video.encode(None):
+                self.container.mux(packet)
+            self._feed_audio(None)
+            for packet in self.audio.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+            self._closed = True
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it private; give it a normal file's mode
+            os.replace(self.tmp, self.out)
+        except Exception:
+            self.abort()
+            raise
+        return self.out
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if not self._closed:
+            self._closed = True
+            container = getattr(self, "container", None)
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:  # noqa: BLE001 - the file is being discarded anyway
+                    log.debug("closing an aborted output failed", exc_info=True)
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> DubWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,207 @@
+"""MARLIN-conditioned lip-sync generator (the paper's "Wav2Lip + ViT + MARLIN").
+
+Following the MARLIN paper's description (no code was released):
+
+- the face encoder is MARLIN's ViT, frozen, on 16-frame windows upscaled to its input size
+  (224 for the released sizes, 112 for ``vit_tiny``);
+- its tokens ``(B, N, E)`` become per-frame maps ``(B*16, E/2, h, w)`` (each tube token covers
+  2 frames; its E channels split into two halves, one per frame);
+- the audio embedding of each frame's mel window, projected to ``E/2`` channels, is expanded to
+  ``h x w`` and concatenated, so the first decoder block takes ``E + 6`` channels (774 for ViT-B);
+- no U-Net skips: instead a resized copy of the 6-channel input (masked target + reference) is
+  concatenated at every decoder scale;
+- a sigmoid gives RGB in [0, 1].
+
+Which frames the encoder sees
+-----------------------------
+The **reference** frames (channels 3-5 of ``faces``), by default.  Reasons: MARLIN was
+pretrained on whole faces, so a half-black masked target is far outside what its frozen features
+describe; the masked target's information (pose, upper face, the exact frame to paint into)
+already reaches the decoder at every scale through the injected 6-channel input; and the
+reference carries what the decoder cannot get from a small resized image: identity, teeth and
+lip appearance, summarised by MARLIN across 16 frames.  As in Wav2Lip, the reference is a
+different window of the same video during training and the unmasked frames themselves at
+inference.  ``encoder_frames="masked"`` (the masked target) is kept as an ablation.
+
+The "Wav2Lip + ViT" baseline is the same network with ``encoder_init="random"`` and
+``freeze_encoder=False`` (registry names ``vit_lip_*``), to measure the value of pretraining.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from marlin.config import get_config
+
+from .blocks import ConvUnit, audio_encoder, fold_faces, fold_generator_inputs, unfold_frames
+from .config import ModelConfig
+from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
+
+__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales"]
+
+
+@dataclass(frozen=True)
+class MarlinLipConfig(ModelConfig):
+    """Sizes of the MARLIN-conditioned generator."""
+
+    marlin: str = "vit_base"  # MARLIN registry size of the encoder (marlin.available_models())
+    img_size: int = 96  # face side in and out (96 default; 192 and 256 for sharper mouths)
+    encoder_frames: str = "reference"  # frames the encoder sees: "reference" or "masked"
+    encoder_init: str = "marlin"  # "marlin": load MARLIN weights; "random": ViT baseline
+    freeze_encoder: bool = True  # False trains the ViT too (the "Wav2Lip + ViT" baseline)
+    decoder_channels: tuple[int, ...] = (512, 256, 128, 64, 32)  # per decoder scale, coarse first
+    n_res: int = 2  # residual units per decoder scale
+    audio_width: float = 1.0  # width multiplier of the Wav2Lip audio encoder
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        get_config(self.marlin)  # raises ValueError naming the valid sizes
+        if self.encoder_frames not in ("reference", "masked"):
+            raise ValueError(f"encoder_frames {self.encoder_frames!r}: choose 'reference' or 'masked'")
+        if self.encoder_init not in ("marlin", "random"):
+            raise ValueError(f"encoder_init {self.encoder_init!r}: choose 'marlin' or 'random'")
+        need = len(decoder_scales(get_config(self.marlin).grid[1], self.img_size))
+        if len(self.decoder_channels) < need:
+            raise ValueError(f"img_size {self.img_size} needs {need} decoder_channels, "
+                             f"got {len(self.decoder_channels)}: {self.decoder_channels}")
+
+
+def decoder_scales(grid: int, img_size: int) -> list[int]:
+    """Spatial sizes of the decoder's blocks: the token grid, then ``img_size / 2**j`` doubling
+    up to ``img_size``, starting at the smallest such size of at least 1.5 x the grid.
+
+    ``decoder_scales(14, 96) == [14, 24, 48, 96]``, ``(14, 256) -> [14, 32, 64, 128, 256]``,
+    ``(7, 96) -> [7, 12, 24, 48, 96]``.
+    """
+    if img_size < 2 * grid:
+        raise ValueError(f"img_size {img_size} must be at least twice the token grid {grid}")
+    j = 0
+    while img_size % 2 ** (j + 1) == 0 and img_size // 2 ** (j + 1) >= math.ceil(1.5 * grid):
+        j += 1
+    return [grid] + [img_size // 2**i for i in range(j, -1, -1)]
+
+
+class MarlinLipGenerator(nn.Module):
+    """Generator conditioned on frozen MARLIN tokens of 16-frame windows.
+
+    Attributes
+    ----------
+    img_size : int
+        Face side taken and returned (``config.img_size``).
+    frames_per_window : int
+        16: ``T`` (or ``B*T`` for 4-D input) must be a multiple of it.
+    encoder : marlin.model.MarlinEncoder
+        Frozen (``requires_grad=False``, always in eval mode) unless ``config.freeze_encoder``
+        is False.  Load MARLIN weights with :meth:`load_marlin`.
+    """
+
+    def __init__(self, config: MarlinLipConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or MarlinLipConfig()
+        self.marlin_config = get_config(cfg.marlin)
+        self.img_size = cfg.img_size
+        self.frames_per_window = self.marlin_config.n_frames
+        self.encoder = build_encoder(cfg.marlin)
+        half = self.marlin_config.encoder_dim // self.marlin_config.tubelet_size
+        self.audio_encoder = audio_encoder((2, 2, 2, 1), cfg.audio_width)
+        self.audio_proj = ConvUnit(self.audio_encoder[-1].conv_block[0].out_channels, half, 1)
+        self.scales = decoder_scales(self.marlin_config.grid[1], cfg.img_size)
+        blocks = []
+        cin = 2 * half
+        for cout in cfg.decoder_channels[: len(self.scales)]:
+            units = [ConvUnit(cin + 6, cout, 3, 1, 1)]
+            units += [ConvUnit(cout, cout, 3, 1, 1, residual=True) for _ in range(cfg.n_res)]
+            blocks.append(nn.Sequential(*units))
+            cin = cout
+        self.decoder_blocks = nn.ModuleList(blocks)
+        self.output_block = nn.Sequential(ConvUnit(cin + 6, 32, 3, 1, 1), nn.Conv2d(32, 3, 1), nn.Sigmoid())
+        if cfg.freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    @property
+    def weights_colour(self) -> str:
+        """Always ``"rgb"``: MARLIN and this generator work in RGB."""
+        return self.config.colour
+
+    def train(self, mode: bool = True) -> MarlinLipGenerator:
+        """As ``nn.Module.train``, but a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def load_marlin(self, source: object) -> None:
+        """Copy MARLIN encoder weights (a ``Marlin``, a state dict or a path); see
+        :func:`lipsync.models.marlin_encoder.load_marlin_weights`."""
+        load_marlin_weights(self.encoder, source)
+
+    def encode(self, faces: Tensor) -> Tensor:
+        """Encoder tokens for the windows of ``faces``.
+
+        Parameters
+        ----------
+        faces:
+            The generator's ``faces`` input, ``(B, 6, T, S, S)`` or ``(B*T, 6, S, S)`` RGB in
+            [0, 1], ``T`` a multiple of 16.
+
+        Returns
+        -------
+        Tensor
+            ``(B*T/16, N, E)`` tokens, windows in order (clip outermost); no gradient when the
+            encoder is frozen.
+        """
+        x, _ = fold_faces(faces, self.img_size, self.frames_per_window)
+        return self._encode_folded(x)
+
+    def _encode_folded(self, x: Tensor) -> Tensor:
+        n, _, s, _ = x.shape
+        chans = slice(3, 6) if self.config.encoder_frames == "reference" else slice(0, 3)
+        clip = x[:, chans].reshape(n // self.frames_per_window, self.frames_per_window, 3, s, s).transpose(1, 2)
+        clip = resize_clip(clip, self.marlin_config.img_size)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
+            return self.encoder.extract_features(clip.to(self.encoder.norm.weight.dtype), keep_seq=True)
+
+    def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None) -> Tensor:
+        """Generate faces for whole 16-frame windows.
+
+        Parameters
+        ----------
+        faces:
+            ``(B, 6, T, S, S)`` or ``(B*T, 6, S, S)`` float RGB in [0, 1], ``S = img_size``,
+            ``T`` a multiple of 16: channels 0-2 target with rows ``S//2:`` zeroed, 3-5 reference.
+        mels:
+            ``(B, T, 1, 80, 16)`` or ``(B*T, 1, 80, 16)`` float in [-4, 4], one window per frame.
+        tokens:
+            Optional precomputed :meth:`encode` output ``(B*T/16, N, E)``; skips the encoder.
+
+        Returns
+        -------
+        Tensor
+            ``(B, 3, T, S, S)`` or ``(B*T, 3, S, S)`` (the rank of ``faces``), RGB in [0, 1].
+        """
+        x, m, t = fold_generator_inputs(faces, mels, self.img_size, self.frames_per_window)
+        if tokens is None:
+            tokens = self._encode_folded(x)
+        elif tokens.shape[0] * self.frames_per_window != x.shape[0]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} do not match {x.shape[0]} frames "
+                             f"({self.frames_per_window} per window)")
+        maps = tokens_to_frame_maps(tokens, self.marlin_config).to(x.dtype)  # (N, E/2, g, g)
+        audio = self.audio_proj(self.audio_encoder(m))  # (N, E/2, 1, 1)
+        h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
+        for size, block in zip(self.scales, self.decoder_blocks):
+            h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
+                if h.shape[-1] != size else h
+            h = block(torch.cat([h, _resized(x, size)], dim=1))
+        out = self.output_block(torch.cat([h, x], dim=1))
+        return unfold_frames(out, t)
+
+
+def _resized(x: Tensor, size: int) -> Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

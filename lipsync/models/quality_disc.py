@@ -1,0 +1,91 @@
+"""Wav2Lip's visual quality discriminator with the release's key names.
+
+A released ``visual_quality_disc.pth`` loads into :class:`QualityDisc` unchanged (through
+:func:`lipsync.checkpoints.load`, which records that its weights expect BGR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import LeakyConvUnit, fold_frames, to_weights_colour
+from .config import ModelConfig
+
+__all__ = ["QualityDisc", "QualityDiscConfig"]
+
+
+@dataclass(frozen=True)
+class QualityDiscConfig(ModelConfig):
+    """The release discriminator has no size options; only the weights' colour order varies."""
+
+
+def _pair(cin: int, cout: int, kernel: int, stride: int | tuple[int, int]) -> nn.Sequential:
+    pad = kernel // 2
+    return nn.Sequential(LeakyConvUnit(cin, cout, kernel, stride, pad), LeakyConvUnit(cout, cout, kernel, 1, pad))
+
+
+class QualityDisc(nn.Module):
+    """Per-frame real/fake classifier on the lower half of a 96x96 face (about 14.1 M parameters).
+
+    Convolutions without normalisation and LeakyReLU(0.01); a 1x1 convolution and a sigmoid
+    give the probability that the frame is real.
+    """
+
+    img_size = 96
+
+    def __init__(self, config: QualityDiscConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or QualityDiscConfig()
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(LeakyConvUnit(3, 32, 7, 1, 3)),  # 48x96
+            _pair(32, 64, 5, (1, 2)),  # 48x48
+            _pair(64, 128, 5, 2),  # 24
+            _pair(128, 256, 5, 2),  # 12
+            _pair(256, 512, 3, 2),  # 6
+            _pair(512, 512, 3, 2),  # 3
+            nn.Sequential(LeakyConvUnit(512, 512, 3, 1, 0), LeakyConvUnit(512, 512, 1, 1, 0)),  # 1
+        ])
+        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1), nn.Sigmoid())
+
+    @property
+    def weights_colour(self) -> str:
+        """Channel order the weights expect; inputs are always RGB."""
+        return self.config.colour
+
+    def forward(self, faces: Tensor) -> Tensor:
+        """Probability that each frame is real.
+
+        Parameters
+        ----------
+        faces:
+            ``(B, 3, T, 96, 96)`` or ``(B*T, 3, 96, 96)`` float RGB in [0, 1], whole faces (the
+            lower half is taken here).
+
+        Returns
+        -------
+        Tensor
+            ``(B*T, 1)`` in [0, 1], frames in clip-outermost order.
+        """
+        x, _ = fold_frames(faces)
+        if x.shape[1] != 3 or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
+            raise ValueError(f"faces must be (B, 3, T, 96, 96) or (B*T, 3, 96, 96), got {tuple(faces.shape)}")
+        x = to_weights_colour(x[:, :, x.shape[2] // 2:], self.weights_colour)
+        for block in self.face_encoder_blocks:
+            x = block(x)
+        return self.binary_pred(x).view(len(x), -1)
+
+    def generator_loss(self, fake_faces: Tensor) -> Tensor:
+        """``BCE(D(G), 1)``: the adversarial term the generator minimises."""
+        pred = self(fake_faces)
+        return F.binary_cross_entropy(pred, torch.ones_like(pred))
+
+    def discriminator_loss(self, real_faces: Tensor, fake_faces: Tensor) -> Tensor:
+        """``BCE(D(real), 1) + BCE(D(fake.detach()), 0)``."""
+        real = self(real_faces)
+        fake = self(fake_faces.detach())
+        return F.binary_cross_entropy(real, torch.ones_like(real)) + \
+            F.binary_cross_entropy(fake, torch.zeros_like(fake))

@@ -1,0 +1,53 @@
+"""Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+Submodule names follow the released checkpoints (``norm1``, ``attn``, ``norm2``,
+``mlp.layers.{0,1}.linear``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .attention import Attention
+
+__all__ = ["Block", "Mlp"]
+
+
+class _Dense(nn.Module):
+    """A ``Linear`` (stored as ``.linear``) optionally followed by GELU."""
+
+    def __init__(self, d_in: int, d_out: int, activate: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.activation = nn.GELU() if activate else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.linear(x))
+
+
+class Mlp(nn.Module):
+    """``Linear(dim, hidden) -> GELU -> Linear(hidden, dim)``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([_Dense(dim, hidden, True), _Dense(hidden, dim, False)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Block(nn.Module):
+    """One transformer block on ``(B, N, dim)`` tokens (LayerNorm eps 1e-5, no layer scale)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))

@@ -1,0 +1,295 @@
+"""Streaming video reading over PyAV: probe, frames with timestamps, rotation, CFR resampling.
+
+Frames are decoded one at a time, so memory stays constant for any video length.
+Still images (``IMAGE_SUFFIXES``) read as a one-frame video at ``IMAGE_FPS``.
+
+Conventions
+-----------
+- Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``, already rotated for display.
+- ``rotation`` is the counter-clockwise angle in degrees (0, 90, 180 or 270) by which the
+  stored frames must be turned to display upright; it comes from the display-matrix side data
+  (what phones write) or, for older files, from the ``rotate`` stream tag (clockwise, converted).
+- Times are in seconds from the first video frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = [
+    "IMAGE_FPS",
+    "IMAGE_SUFFIXES",
+    "Frame",
+    "VideoError",
+    "VideoInfo",
+    "iter_frames",
+    "probe",
+    "read_frames",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_FPS = Fraction(25)  # a still image reads as one frame at this rate (Wav2Lip's --static)
+
+
+class VideoError(ValueError):
+    """A video (or image) could not be opened or decoded; the message names the path and reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns about a video.
+
+    Attributes
+    ----------
+    path : str
+    fps : Fraction
+        Average frame rate of the video stream (``IMAGE_FPS`` for a still image).
+    width, height : int
+        Display size in pixels, after rotation.
+    duration : float
+        Seconds covered by the video stream (first frame to end of last frame).
+    n_frames : int
+        Number of frames stored in the stream (counted by demuxing when the container does not say).
+    rotation : int
+        Counter-clockwise degrees (0, 90, 180, 270) applied to the stored frames for display.
+    has_audio : bool
+    is_image : bool
+    """
+
+    path: str
+    fps: Fraction
+    width: int
+    height: int
+    duration: float
+    n_frames: int
+    rotation: int
+    has_audio: bool
+    is_image: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` after rotation."""
+        return self.width, self.height
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: ``index`` (0-based, in output order), ``time`` (s), ``image`` (H, W, 3) uint8 RGB."""
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_path(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(p, "no such file")
+    if p.is_dir():
+        raise VideoError(p, "is a directory, not a video file")
+    return p
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read_image(p: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    except (UnidentifiedImageError, OSError) as e:
+        raise VideoError(p, f"not a readable image ({e})") from e
+
+
+def _open(p: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(p))
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoError(p, f"not a readable video ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(p, "has no video stream")
+    return container
+
+
+def _rotation(stream: av.video.stream.VideoStream, first: av.VideoFrame | None) -> int:
+    """Counter-clockwise display rotation in {0, 90, 180, 270}."""
+    tag = stream.metadata.get("rotate")
+    if tag is not None:  # legacy tag: clockwise degrees
+        try:
+            return int(round(-float(tag))) % 360 // 90 * 90
+        except ValueError:
+            log.warning("ignoring unparsable rotate tag %r", tag)
+    if first is not None:
+        return int(round(first.rotation)) % 360 // 90 * 90
+    return 0
+
+
+def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+
+
+def _first_frame(container: av.container.InputContainer, p: Path) -> av.VideoFrame | None:
+    try:
+        return next(container.decode(container.streams.video[0]), None)
+    except av.FFmpegError as e:
+        raise VideoError(p, f"cannot decode video ({e})") from e
+
+
+# --------------------------------------------------------------------------- public
+def probe(path: str | Path) -> VideoInfo:
+    """Describe a video or still image without decoding it all.
+
+    Raises
+    ------
+    VideoError
+        Missing path, a directory, not a video/image, or no video stream.
+    """
+    p = _check_path(path)
+    if _is_image(p):
+        h, w = _read_image(p).shape[:2]
+        return VideoInfo(str(p), IMAGE_FPS, w, h, float(1 / IMAGE_FPS), 1, 0, False, True)
+    with _open(p) as container:
+        stream = container.streams.video[0]
+        has_audio = bool(container.streams.audio)
+        first = _first_frame(container, p)
+        if first is None:
+            raise VideoError(p, "video stream holds no frames")
+        rotation = _rotation(stream, first)
+        tb = stream.time_base
+        n_frames = stream.frames
+        duration = float(stream.duration * tb) if stream.duration and tb else None
+        if not n_frames or duration is None:  # count packets (no decoding) for webm/mkv/...
+            container.seek(0)
+            n, first_pts, end = 0, None, None
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                n += 1
+                if packet.pts is not None:
+                    first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+            n_frames = n_frames or n
+            if duration is None and end is not None and first_pts is not None:
+                duration = float((end - first_pts) * tb)
+        fps = stream.average_rate or stream.guessed_rate
+        if duration is None and container.duration:
+            duration = container.duration / av.time_base
+        if not fps:
+            fps = Fraction(n_frames / duration).limit_denominator(1001) if duration else IMAGE_FPS
+        if duration is None:
+            duration = float(n_frames / fps)
+        w, h = first.width, first.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(str(p), Fraction(fps), w, h, duration, int(n_frames), rotation, has_audio)
+
+
+def _native_frames(p: Path) -> Iterator[tuple[Fraction, Fraction | None, np.ndarray]]:
+    """Decoded frames as ``(time, duration or None, rgb)``; time relative to the first frame."""
+    with _open(p) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rotation = None
+        t0 = None
+        fallback = 1 / Fraction(stream.average_rate or stream.guessed_rate or IMAGE_FPS)
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if rotation is None:
+                    rotation = _rotation(stream, frame)
+                if frame.pts is not None and frame.time_base:
+                    t = frame.pts * Fraction(frame.time_base)
+                else:
+                    t = i * fallback
+                t0 = t if t0 is None else t0
+                dur = frame.duration * Fraction(frame.time_base) if frame.duration and frame.time_base else None
+                yield t - t0, dur, _rotate(frame.to_ndarray(format="rgb24"), rotation)
+        except av.FFmpegError as e:
+            raise VideoError(p, f"decoding failed ({e})") from e
+
+
+def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterator[Frame]:
+    """Yield the frames of a video (or a still image) one at a time.
+
+    Parameters
+    ----------
+    path : str or Path
+        Video (mp4, mov, mkv, webm, avi, ... anything FFmpeg reads) or still image.
+    fps : float or Fraction, optional
+        Resample to this constant rate: output frame ``k`` at time ``k / fps`` is the input
+        frame on display at that time (frames are repeated or dropped; works for variable
+        frame rate input). ``None`` yields every stored frame with its own timestamp.
+        A still image always yields exactly one frame.
+
+    Yields
+    ------
+    Frame
+        ``image`` is (H, W, 3) uint8 RGB with rotation applied; ``time`` in seconds.
+    """
+    p = _check_path(path)
+    if _is_image(p):
+        yield Frame(0, 0.0, _read_image(p))
+        return
+    if fps is None:
+        for i, (t, _, image) in enumerate(_native_frames(p)):
+            yield Frame(i, float(t), image)
+        return
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    if rate <= 0:
+        raise VideoError(p, f"fps must be positive, got {fps!r}")
+    step = 1 / rate
+    eps = Fraction(1, 1_000_000)  # tolerate timestamp rounding in the container's time base
+    k = 0
+    prev: tuple[Fraction, Fraction | None, np.ndarray] | None = None
+    for cur in _native_frames(p):
+        if prev is not None:
+            # frames whose output time falls in [prev.time, cur.time) show prev
+            while k * step + eps < cur[0]:
+                yield Frame(k, float(k * step), prev[2])
+                k += 1
+        prev = cur
+    if prev is not None:
+        t_last, dur, image = prev
+        end = t_last + (dur if dur else step)
+        while k < math.ceil((end - eps) / step):
+            yield Frame(k, float(k * step), image)
+            k += 1
+
+
+def read_frames(path: str | Path, fps: float | Fraction | None = None,
+                max_frames: int | None = None) -> np.ndarray:
+    """All frames of a (short) video as one ``(T, H, W, 3)`` uint8 RGB array.
+
+    Memory grows with length: prefer ``iter_frames`` for long videos.
+    """
+    frames = []
+    for frame in iter_frames(path, fps=fps):
+        if max_frames is not None and frame.index >= max_frames:
+            break
+        frames.append(frame.image)
+    if not frames:
+        raise VideoError(path, "no frames decoded")
+    return np.stack(frames)
