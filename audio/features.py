@@ -20,7 +20,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 import torch
+import torch.nn.functional as F
 
 from .constants import SAMPLE_RATE, WAV2LIP_MEL, MelSpec
 from .errors import AudioError
@@ -98,23 +100,22 @@ def melspectrogram(wav: np.ndarray, spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
     AudioError
         ``wav`` is not 1-D, is empty, or contains NaN/inf.
     """
-    x = np.asarray(wav, dtype=np.float64)
+    x = np.asarray(wav, dtype=np.float32)
     if x.ndim != 1:
         raise AudioError(f"melspectrogram expects a 1-D waveform, got shape {x.shape}")
     _check_waveform(x.size, bool(np.isfinite(x).all()))
     y = x.copy()
-    y[1:] -= spec.preemphasis * x[:-1]
+    y[1:] -= np.float32(spec.preemphasis) * x[:-1]
     pad = spec.n_fft // 2
     padded = np.pad(y, pad, mode="reflect") if y.size > 1 else np.full(y.size + 2 * pad, y[0])
     frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft)[:: spec.hop_length]
     n_cols = spec.n_columns(x.size)
-    assert frames.shape[0] == n_cols
-    bank = mel_filters(spec).astype(np.float64)
-    window = _hann(spec)
+    bank = mel_filters(spec)
+    window = _hann(spec).astype(np.float32)
     out = np.empty((spec.n_mels, n_cols), np.float32)
     for start in range(0, n_cols, _BLOCK_FRAMES):
-        block = frames[start:start + _BLOCK_FRAMES] * window  # (t, n_fft)
-        magnitude = np.abs(np.fft.rfft(block, axis=-1))  # (t, n_fft // 2 + 1)
+        block = frames[start:start + _BLOCK_FRAMES] * window  # (t, n_fft) float32
+        magnitude = np.abs(scipy.fft.rfft(block, axis=-1))  # (t, n_fft // 2 + 1) float32
         out[:, start:start + len(block)] = _normalize(bank @ magnitude.T, spec)
     return out
 
@@ -174,12 +175,19 @@ def melspectrogram_torch(wav: torch.Tensor, spec: MelSpec = WAV2LIP_MEL,
 
     y = x.clone()
     y[:, 1:] -= spec.preemphasis * x[:, :-1]
-    index = torch.from_numpy(_reflect_indices(n, spec.n_fft // 2)).to(x.device)
-    frames = y[:, index].unfold(-1, spec.n_fft, spec.hop_length)  # (B, T, n_fft), a view
+    pad = spec.n_fft // 2
+    if n > pad:
+        padded = F.pad(y[:, None], (pad, pad), mode="reflect")[:, 0]
+    else:  # torch's reflect padding needs pad < n; numpy's (and librosa's) reflects repeatedly
+        padded = y[:, torch.from_numpy(_reflect_indices(n, pad)).to(x.device)]
+    n_cols = spec.n_columns(n)
     blocks = []
-    for start in range(0, frames.shape[1], block_frames):
-        spectrum = torch.fft.rfft(frames[:, start:start + block_frames] * window, dim=-1).abs()
-        blocks.append(torch.matmul(bank, spectrum.transpose(1, 2)))  # (B, n_mels, t)
+    for start in range(0, n_cols, block_frames):
+        count = min(block_frames, n_cols - start)
+        segment = padded[:, start * spec.hop_length: (start + count - 1) * spec.hop_length + spec.n_fft]
+        spectrum = torch.stft(segment, spec.n_fft, spec.hop_length, window=window, center=False,
+                              return_complex=True).abs()  # (B, n_fft // 2 + 1, count)
+        blocks.append(torch.matmul(bank, spectrum))  # (B, n_mels, count)
     out = _normalize(torch.cat(blocks, dim=-1), spec)
     return out if batched else out[0]
 

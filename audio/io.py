@@ -176,6 +176,6 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         detail = f"; decoding failed: {errors[0]}" if errors else ""
         raise AudioError(f"{p}: contains no audio samples (zero-length audio stream){detail}")
     if errors:
-        warnings.warn(f"{p}: {len(errors)} undecodable audio packet(s) replaced by silence, first: {errors[0]}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{p}: {len(errors)} undecodable audio packet(s) replaced by silence, "
+                      f"first: {errors[0]}", RuntimeWarning, stacklevel=2)
     return buffer.finish()

@@ -32,7 +32,7 @@ from .inference.plan import resolve_device, resolve_dtype
 from .inference.runner import GeneratorRunner
 from .inference.writer import DubWriter
 
-__all__ = ["DEFAULT_CHECKPOINT", "DubError", "DubOptions", "DubSummary", "LipSync"]
+__all__ = ["DEFAULT_CHECKPOINT", "DubError", "DubOptions", "DubSummary", "LipSync", "OutFrame"]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class LipSync:
         return audio_convention(self.meta)
 
     # -- runs ---------------------------------------------------------------------------
-    def prepare(self, video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike | None = None,
-                options: DubOptions | None = None, **changes: Any) -> Job:
+    def prepare(self, video: str | os.PathLike, audio: str | os.PathLike,
+                out: str | os.PathLike | None = None, options: DubOptions | None = None,
+                **changes: Any) -> Job:
         """Check every input and build the run (nothing is written yet); see :func:`prepare_job`."""
         opts = (options or DubOptions()).replace(**changes) if changes else (options or DubOptions())
         return prepare_job(video, audio, out, opts, self.audio_convention, self.runner.size)
@@ -98,14 +99,20 @@ class LipSync:
         Frames without a face are the decoded input frames, unchanged.  When no frame had a face,
         :class:`DubError` is raised after the last frame.
         """
-        job = self.prepare(video, audio, None, options, **changes)
-        for frame in self._run(job):
+        for frame in self.stream(video, audio, options, **changes):
             yield frame.image
+
+    def stream(self, video: str | os.PathLike, audio: str | os.PathLike, options: DubOptions | None = None,
+               **changes: Any) -> Iterator[OutFrame]:
+        """Like :meth:`iter_frames`, with each frame's bookkeeping (:class:`OutFrame`: output index,
+        source frame index, whether it was dubbed, the face region)."""
+        job = self.prepare(video, audio, None, options, **changes)
+        yield from self._run(job)
 
     def _run(self, job: Job, engine: Engine | None = None) -> Iterator[OutFrame]:
         engine = engine or self._engine(job)
         try:
-            yield from engine.run(job.source, job.mels, job.n_out)
+            yield from engine.run(job.source, job.mels, job.n_out, job.detector)
         finally:
             job.close()
         if engine.faces_found == 0:

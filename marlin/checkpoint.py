@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def strip_prefixes(state_dict: dict[str, Tensor], prefixes: tuple[str, ...] = KN
                     key, stripped = key[len(prefix):], True
         out[key] = value
     return out
+
+
+def _one_line(error: Exception) -> str:
+    """A short reason: torch.load's weights-only refusals are many lines long."""
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"weights_only=True refuses pickled object {found.group(1)}; not a plain state dict"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}"
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -101,7 +112,7 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     except CheckpointError:
         raise
     except Exception as e:  # corrupt file, unsupported pickle content, bad metadata
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_one_line(e)})") from e
     state = {k: v for k, v in strip_prefixes(raw).items()
              if isinstance(v, Tensor) and not k.startswith(DROPPED_PREFIXES)}
     if not state:

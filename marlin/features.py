@@ -14,10 +14,12 @@ frames).  A video with fewer sampled frames than one window falls back to the de
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,13 +30,14 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from .model.marlin import Marlin
 
-__all__ = ["REDUCTIONS", "VideoFeatures", "extract_features", "extract_video", "iter_windows",
-           "prepare_frames", "window_starts"]
+__all__ = ["REDUCTIONS", "VideoFeatures", "extract_features", "extract_video", "face_crop_frames",
+           "iter_windows", "prepare_frames", "window_starts"]
 
 REDUCTIONS = ("none", "mean", "max")
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class VideoFeatures:
     """Features of the windows of one video.
 
@@ -170,11 +173,38 @@ def extract_features(model: Marlin, clips: Tensor, keep_seq: bool = True, batch_
     return torch.cat(out) if out else clips.new_zeros((0,))
 
 
-def _face_crop_frames(path: str | os.PathLike, size: int, fps: float | None) -> Iterator[Any]:
-    """Frames replaced by tracked, smoothed MARLIN face crops (``marlin.face``, lazy import)."""
-    from .face import iter_marlin_crops  # noqa: PLC0415  (mediapipe / cv2 only when asked for)
+def face_crop_frames(path: str | os.PathLike, size: int, fps: float | None = None,
+                     detector: Any = None) -> Iterator[Any]:
+    """Frames of a video replaced by MARLIN face crops (square of side max(w, h) around the
+    tracked, smoothed box, zero padded, resized to ``size``).
 
-    yield from iter_marlin_crops(path, size=size, fps=fps)
+    Frames where the tracker has no face reuse the last face box; before the first face the
+    centre square of the frame is used.  Imports :mod:`marlin.face` (mediapipe, OpenCV) lazily.
+
+    Yields
+    ------
+    marlin.video.Frame
+        With ``image`` replaced by the ``(size, size, 3)`` uint8 crop.
+    """
+    from .face import marlin_crop, track_video  # heavy (mediapipe, OpenCV): only when asked for
+
+    last_box = None
+    n_found = n_total = 0
+    for frame, tr in track_video(path, fps=fps, detector=detector):
+        n_total += 1
+        if tr.found and tr.box is not None:
+            last_box = tr.box
+            n_found += 1
+        if last_box is not None:
+            crop, _ = marlin_crop(frame.image, last_box, size=size)
+        else:
+            square = prepare_frames(frame.image[None], size)[:, 0]  # (3, size, size) in [0, 1]
+            crop = square.permute(1, 2, 0).mul(255).round().byte().numpy()
+        yield dataclasses.replace(frame, image=crop)
+    if n_total and n_found == 0:
+        warnings.warn(f"{path}: no face found in any frame; used centre crops", stacklevel=2)
+    elif n_total and n_found < n_total:
+        log.info("%s: face found in %d of %d frames", path, n_found, n_total)
 
 
 def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = False, sample_rate: int = 2,
@@ -212,14 +242,14 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
     ValueError
         Bad arguments; ``marlin.video.VideoError`` (a ValueError) for unreadable media.
     """
-    from .video import VideoError, iter_frames  # noqa: PLC0415
+    from .video import VideoError, iter_frames
 
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose from {list(REDUCTIONS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     cfg = model.config
-    frames = (_face_crop_frames(path, cfg.img_size, fps) if crop_face else iter_frames(path, fps=fps))
+    frames = face_crop_frames(path, cfg.img_size, fps) if crop_face else iter_frames(path, fps=fps)
     was_training = model.training
     model.eval()
     feats: list[Tensor] = []
@@ -234,7 +264,7 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
 
         bar = tqdm(desc=f"MARLIN {os.path.basename(str(path))}", unit="window")
     try:
@@ -258,4 +288,5 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
         out = out.mean(dim=0)
     elif reduction == "max":
         out = out.amax(dim=0)
-    return VideoFeatures(out, torch.tensor(times, dtype=torch.float64), torch.tensor(starts, dtype=torch.long))
+    return VideoFeatures(out, torch.tensor(times, dtype=torch.float64),
+                         torch.tensor(starts, dtype=torch.long))

@@ -79,8 +79,14 @@ def patch_membership(regions: Tensor, config: MarlinConfig) -> Tensor:
     if labels.numel() and (labels.min() < 0 or labels.max() >= N_REGIONS):
         raise ValueError(f"region ids must lie in [0, {N_REGIONS}) ({', '.join(REGION_NAMES)}), "
                          f"got [{int(labels.min())}, {int(labels.max())}]")
+    b, _, height, width = labels.shape
+    if height % h_grid == 0 and width % w_grid == 0:  # exact patches: "any pixel" by reshaping
+        cells = labels.view(b, t_grid, h_grid, height // h_grid, w_grid, width // w_grid)
+        cells = cells.permute(0, 1, 2, 4, 3, 5).flatten(4)  # (B, T', H', W', pixels)
+        present = torch.zeros(b, t_grid, h_grid, w_grid, N_REGIONS, dtype=torch.bool)
+        present.scatter_(-1, cells, True)
+        return present.permute(0, 1, 4, 2, 3).contiguous()
     onehot = F.one_hot(labels, N_REGIONS).permute(0, 1, 4, 2, 3).float()  # (B, T', R, H, W)
-    b = onehot.shape[0]
     pooled = F.adaptive_max_pool2d(onehot.flatten(0, 1), (h_grid, w_grid))
     return pooled.view(b, t_grid, N_REGIONS, h_grid, w_grid) > 0.5
 
@@ -183,7 +189,8 @@ def make_mask(strategy: str, batch: int, config: MarlinConfig | str, regions: Te
         n_units, unit_len = (hw, t_grid) if strategy == "tube" else (t_grid, hw)
         full, partial = divmod(n_visible, unit_len)
         unit_rank = _rand((batch, n_units), generator).argsort(dim=-1).argsort(dim=-1)  # 0..n_units-1
-        within = _keep_top(_rand((batch, n_units, unit_len), generator), torch.full((batch, n_units), partial))
+        partial_quota = torch.full((batch, n_units), partial)
+        within = _keep_top(_rand((batch, n_units, unit_len), generator), partial_quota)
         grid = (unit_rank < full).unsqueeze(-1) | ((unit_rank == full).unsqueeze(-1) & within)
         mask = grid.transpose(1, 2) if strategy == "tube" else grid  # -> (B, T', HW)
         mask = mask.reshape(batch, -1)

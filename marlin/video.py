@@ -15,7 +15,6 @@ Conventions
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,7 +88,7 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``index`` (0-based, in output order), ``time`` (s), ``image`` (H, W, 3) uint8 RGB."""
+    """One decoded frame: ``index`` (0-based, output order), ``time`` (s), ``image`` (H, W, 3) uint8 RGB."""
 
     index: int
     time: float
@@ -158,9 +157,42 @@ def _first_frame(container: av.container.InputContainer, p: Path) -> av.VideoFra
         raise VideoError(p, f"cannot decode video ({e})") from e
 
 
+def _parse_clock(text: str) -> Fraction | None:
+    """'HH:MM:SS.fffffffff' (Matroska DURATION tag) -> seconds."""
+    try:
+        h, m, sec = text.strip().split(":")
+        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec)
+    except ValueError:
+        return None
+
+
+def _stream_end(container: av.container.InputContainer, stream) -> Fraction | None:
+    """Absolute time (s) at which the video stream ends, when the container says."""
+    tb = Fraction(stream.time_base) if stream.time_base else None
+    if stream.duration and tb:
+        return (stream.start_time or 0) * tb + stream.duration * tb
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        dur = _parse_clock(tag)
+        if dur is not None:
+            return ((stream.start_time or 0) * tb if tb else 0) + dur
+    if container.duration and len(container.streams) == 1:
+        return Fraction(container.duration + (container.start_time or 0), av.time_base)
+    return None
+
+
+def _frame_time(frame: av.VideoFrame, i: int, fallback: Fraction) -> Fraction:
+    if frame.pts is not None and frame.time_base:
+        return frame.pts * Fraction(frame.time_base)
+    return i * fallback
+
+
 # --------------------------------------------------------------------------- public
 def probe(path: str | Path) -> VideoInfo:
     """Describe a video or still image without decoding it all.
+
+    Only the first frame is decoded (for rotation and size); when the container does not
+    store the frame count (Matroska/WebM, some AVI) the packets are counted without decoding.
 
     Raises
     ------
@@ -178,57 +210,58 @@ def probe(path: str | Path) -> VideoInfo:
         if first is None:
             raise VideoError(p, "video stream holds no frames")
         rotation = _rotation(stream, first)
-        tb = stream.time_base
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, av.time_base)
+        rate = stream.average_rate or stream.guessed_rate
+        t_first = _frame_time(first, 0, 1 / Fraction(rate or IMAGE_FPS))
         n_frames = stream.frames
-        duration = float(stream.duration * tb) if stream.duration and tb else None
-        if not n_frames or duration is None:  # count packets (no decoding) for webm/mkv/...
+        end = _stream_end(container, stream)
+        if not n_frames or end is None:  # count packets (no decoding)
             container.seek(0)
-            n, first_pts, end = 0, None, None
+            n, last = 0, None
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
                 n += 1
                 if packet.pts is not None:
-                    first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
-                    stop = packet.pts + (packet.duration or 0)
-                    end = stop if end is None else max(end, stop)
+                    stop = (packet.pts + (packet.duration or 0)) * tb
+                    last = stop if last is None else max(last, stop)
             n_frames = n_frames or n
-            if duration is None and end is not None and first_pts is not None:
-                duration = float((end - first_pts) * tb)
-        fps = stream.average_rate or stream.guessed_rate
-        if duration is None and container.duration:
-            duration = container.duration / av.time_base
-        if not fps:
-            fps = Fraction(n_frames / duration).limit_denominator(1001) if duration else IMAGE_FPS
+            end = end if end is not None else last
+        duration = end - t_first if end is not None and end > t_first else None
+        fps = Fraction(rate) if rate else None
+        if fps is None:
+            fps = (n_frames / duration).limit_denominator(1001) if duration else IMAGE_FPS
         if duration is None:
-            duration = float(n_frames / fps)
+            duration = n_frames / fps
         w, h = first.width, first.height
         if rotation in (90, 270):
             w, h = h, w
-        return VideoInfo(str(p), Fraction(fps), w, h, duration, int(n_frames), rotation, has_audio)
+        return VideoInfo(str(p), fps, w, h, float(duration), int(n_frames), rotation, has_audio)
 
 
-def _native_frames(p: Path) -> Iterator[tuple[Fraction, Fraction | None, np.ndarray]]:
-    """Decoded frames as ``(time, duration or None, rgb)``; time relative to the first frame."""
+def _native_frames(p: Path) -> Iterator[tuple[Fraction, np.ndarray | None]]:
+    """Decoded frames as ``(time, rgb)`` with time relative to the first frame, then one final
+    ``(end_time, None)``: when the last frame stops being shown."""
     with _open(p) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rotation = None
-        t0 = None
-        fallback = 1 / Fraction(stream.average_rate or stream.guessed_rate or IMAGE_FPS)
+        t0 = t = None
+        step = 1 / Fraction(stream.average_rate or stream.guessed_rate or IMAGE_FPS)
         try:
             for i, frame in enumerate(container.decode(stream)):
                 if rotation is None:
                     rotation = _rotation(stream, frame)
-                if frame.pts is not None and frame.time_base:
-                    t = frame.pts * Fraction(frame.time_base)
-                else:
-                    t = i * fallback
+                t = _frame_time(frame, i, step)
                 t0 = t if t0 is None else t0
-                dur = frame.duration * Fraction(frame.time_base) if frame.duration and frame.time_base else None
-                yield t - t0, dur, _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                yield t - t0, _rotate(frame.to_ndarray(format="rgb24"), rotation)
         except av.FFmpegError as e:
             raise VideoError(p, f"decoding failed ({e})") from e
+        if t is None:
+            return
+        end = _stream_end(container, stream)
+        # frame durations are unreliable after B-frame reordering; the stream's end is not
+        yield (end - t0 if end is not None and end > t else t + step - t0), None
 
 
 def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterator[Frame]:
@@ -254,8 +287,11 @@ def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterat
         yield Frame(0, 0.0, _read_image(p))
         return
     if fps is None:
-        for i, (t, _, image) in enumerate(_native_frames(p)):
-            yield Frame(i, float(t), image)
+        i = 0
+        for t, image in _native_frames(p):
+            if image is not None:
+                yield Frame(i, float(t), image)
+                i += 1
         return
     rate = Fraction(fps).limit_denominator(1_000_000)
     if rate <= 0:
@@ -263,20 +299,13 @@ def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterat
     step = 1 / rate
     eps = Fraction(1, 1_000_000)  # tolerate timestamp rounding in the container's time base
     k = 0
-    prev: tuple[Fraction, Fraction | None, np.ndarray] | None = None
-    for cur in _native_frames(p):
-        if prev is not None:
-            # frames whose output time falls in [prev.time, cur.time) show prev
-            while k * step + eps < cur[0]:
-                yield Frame(k, float(k * step), prev[2])
-                k += 1
-        prev = cur
-    if prev is not None:
-        t_last, dur, image = prev
-        end = t_last + (dur if dur else step)
-        while k < math.ceil((end - eps) / step):
-            yield Frame(k, float(k * step), image)
+    shown: np.ndarray | None = None
+    for t, image in _native_frames(p):
+        # output times in [time of the shown frame, t) display the shown frame
+        while shown is not None and k * step + eps < t:
+            yield Frame(k, float(k * step), shown)
             k += 1
+        shown = image
 
 
 def read_frames(path: str | Path, fps: float | Fraction | None = None,

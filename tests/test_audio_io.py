@@ -55,7 +55,8 @@ def write_video_then_audio(path: Path, samples: np.ndarray, sr: int = 16000) -> 
                 out.mux(packet)
         for packet in vs.encode():
             out.mux(packet)
-        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        pcm = (samples * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = sr
         resampler = av.AudioResampler(format=as_.format.name, layout="mono", rate=sr)
         for f in resampler.resample(frame) + resampler.resample(None):
@@ -192,6 +193,18 @@ def test_corrupt_bytes(tmp_path, name):
     check_error(path, "not a readable audio or video file")
 
 
+def test_corrupt_packets_become_silence_and_keep_the_timing(media_dir, tmp_path):
+    data = bytearray((media_dir / "mono44k.m4a").read_bytes())
+    start = len(data) // 3
+    data[start:start + 3000] = np.random.default_rng(0).bytes(3000)
+    path = tmp_path / "damaged.m4a"
+    path.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="undecodable audio packet"):
+        wav = load_audio(path)
+    assert abs(len(wav) / 16000 - DURATION) <= AAC_SLACK and np.isfinite(wav).all()
+    assert abs(dominant_hz(wav[-8000:], 16000) - TONE_HZ) < 3  # the audio after the damage is intact
+
+
 def test_truncated_header(media_dir, tmp_path):
     path = tmp_path / "cut.wav"
     path.write_bytes((media_dir / "stereo44k.wav").read_bytes()[:30])
@@ -217,4 +230,4 @@ def test_bad_sample_rate(media_dir, sr):
 def test_public_api_is_reexported():
     for name in audio.__all__:
         assert getattr(audio, name) is not None
-    assert audio.SAMPLE_RATE == 16000 and audio.MEL_FPS == 80 and audio.MEL_WINDOW == 16 and audio.N_MELS == 80
+    assert (audio.SAMPLE_RATE, audio.MEL_FPS, audio.MEL_WINDOW, audio.N_MELS) == (16000, 80, 16, 80)

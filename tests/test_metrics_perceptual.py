@@ -65,8 +65,8 @@ def test_lpips_loads_torchvision_backbone_file(tmp_path):
     torch.save(alex.state_dict(), path)
     metric = LPIPSMetric("alex", backbone=path, device="cpu")
     assert not metric.random_backbone
-    assert torch.equal(metric.model.net.slice1[0].weight, alex.features[0].weight)
-    assert torch.equal(metric.model.net.slice5[10].weight, alex.features[10].weight)
+    assert torch.equal(metric.model.net.slice1._modules["0"].weight, alex.features[0].weight)
+    assert torch.equal(metric.model.net.slice5._modules["10"].weight, alex.features[10].weight)
     # the shipped linear layers are loaded (not the zero/random init)
     import lpips
 

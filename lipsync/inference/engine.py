@@ -31,13 +31,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class OutFrame:
-    """One output frame: ``index`` in the output, the source frame it came from, the picture,
-    and whether a face was dubbed in it (``False``: ``image`` is the decoded input, untouched)."""
+    """One output frame.
+
+    Attributes
+    ----------
+    index : position in the output
+    source_index : the input frame it shows
+    image : (H, W, 3) uint8 RGB; when ``dubbed`` is False it is the decoded input frame itself
+    dubbed : whether a generated face was blended in
+    region : (x0, y0, x1, y1) frame region the face crop covered (None when not dubbed);
+        pixels outside it are the input's, bit for bit
+    """
 
     index: int
     source_index: int
     image: np.ndarray
     dubbed: bool
+    region: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -51,7 +61,8 @@ class _Item:
 _END = object()
 
 
-def prefetch(iterator: Iterator, size: int, times: StageTimes | None = None, attr: str = "decode") -> Iterator:
+def prefetch(iterator: Iterator, size: int, times: StageTimes | None = None,
+             attr: str = "decode") -> Iterator:
     """Run ``iterator`` in a daemon thread, ``size`` items ahead; exceptions re-raise here."""
     q: queue.Queue = queue.Queue(maxsize=max(1, size))
     stop = threading.Event()
@@ -146,11 +157,11 @@ class Engine:
                 cache[i] = track
             yield i, held.pop(i), track
 
-    def _items(self, source: FrameSource, n_out: int, size: tuple[int, int]) -> Iterator[_Item]:
+    def _items(self, source: FrameSource, n_out: int, detector) -> Iterator[_Item]:
         opts = self.options
         expected = 1 if source.is_image else source.info.n_frames
         cache: dict[int, FaceTrack] | None = {} if n_out > expected - 2 else None
-        stage = FaceStage(opts, size)
+        stage = FaceStage(opts, detector)
         decoded = self._decoded(source)
         rest: list[tuple[int, np.ndarray]] = []
 
@@ -169,7 +180,10 @@ class Engine:
             if opts.keep_video:
                 for index, image in [*rest, *decoded]:
                     yield _Item(index, index, image, None)
-            self.source_frames = source.n_read if not opts.keep_video else source.n_read
+                self.source_frames = source.n_read
+            else:
+                decoded.close()
+                self.source_frames = n_out
             return
         self.source_frames = n_src
         if n_src == 0:
@@ -188,7 +202,7 @@ class Engine:
                 out_index += 1
         else:  # replay not foreseen: track the replayed frames again
             log.info("tracking the replayed frames again (the video had fewer frames than it declared)")
-            stage = FaceStage(opts, size)
+            stage = FaceStage(opts, detector)
             numbered = ((out_index + k, (src, img)) for k, (src, img) in enumerate(replay))
             pairs = {}
 
@@ -201,14 +215,16 @@ class Engine:
                 yield _Item(o, pairs.pop(o), image, track)
 
     # -- stage 3-5: crop, generate, blend ------------------------------------------------
-    def run(self, source: FrameSource, mels: MelSource, n_out: int) -> Iterator[OutFrame]:
-        """Output frames in order (``n_out`` of them, more with ``keep_video``)."""
-        size = source.size
-        cropper = Cropper(self.options, self.runner.size, size)
+    def run(self, source: FrameSource, mels: MelSource, n_out: int, detector) -> Iterator[OutFrame]:
+        """Output frames in order (``n_out`` of them, more with ``keep_video``).
+
+        ``detector`` is the ``marlin.face.FaceDetector`` to track with (None with a fixed box).
+        """
+        cropper = Cropper(self.options, self.runner.size)
         window = self.runner.window
         batch = -(-self.options.batch_size // window) * window
         pending: list[_Item] = []
-        for item in self._items(source, n_out, size):
+        for item in self._items(source, n_out, detector):
             pending.append(item)
             if len(pending) >= batch:
                 yield from self._process(pending, cropper, mels)
@@ -218,14 +234,17 @@ class Engine:
 
     def _process(self, items: list[_Item], cropper: Cropper, mels: MelSource) -> Iterator[OutFrame]:
         window = self.runner.window
-        dub = [k for k, it in enumerate(items) if it.track is not None and it.track.found and it.index < mels.n]
+        dub = [k for k, it in enumerate(items)
+               if it.track is not None and it.track.found and it.index < mels.n]
         if not dub:
-            for it in items:
-                yield OutFrame(it.index, it.source_index, it.image, False)
+            yield from self._passthrough(items)
             return
         t0 = time.perf_counter()
-        crops = {k: cropper.crop(items[k].image, items[k].track) for k in dub}
+        crops = {k: c for k in dub if (c := cropper.crop(items[k].image, items[k].track)) is not None}
         self.times.crop += time.perf_counter() - t0
+        if not crops:
+            yield from self._passthrough(items)
+            return
         # clips of `window` consecutive frames; a frame without a face borrows the nearest crop
         # (its own mel window is kept) and a short last clip is padded with its last frame
         slots: list[tuple[int, int, bool]] = []  # (frame position, crop position, is padding)
@@ -242,14 +261,23 @@ class Engine:
         generated = self.runner(batch_crops, batch_mels, self.times)
         out_for = {k: generated[pos] for pos, (k, src, pad) in enumerate(slots) if k == src and not pad}
         t0 = time.perf_counter()
+        done = []
         for k, it in enumerate(items):
-            if k in out_for and it.track is not None and it.track.found:
-                image = cropper.paste(it.image, out_for[k], crops[k][1], it.track)
-                self.faces_found += 1
-                yield OutFrame(it.index, it.source_index, image, True)
+            if k in out_for:
+                cmap = crops[k][1]
+                image = cropper.paste(it.image, out_for[k], cmap, it.track)
+                region = (cmap.x0, cmap.y0, cmap.x1, cmap.y1)
+                done.append(OutFrame(it.index, it.source_index, image, True, region))
             else:
-                yield OutFrame(it.index, it.source_index, it.image, False)
+                done.append(OutFrame(it.index, it.source_index, it.image, False))
+        self.faces_found += len(out_for)
         self.times.blend += time.perf_counter() - t0
+        yield from done
+
+    @staticmethod
+    def _passthrough(items: list[_Item]) -> Iterator[OutFrame]:
+        for it in items:
+            yield OutFrame(it.index, it.source_index, it.image, False)
 
 
 class MelSource:

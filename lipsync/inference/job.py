@@ -58,7 +58,9 @@ def load_generator(path: str | os.PathLike | None) -> tuple[torch.nn.Module, dic
     from lipsync import checkpoints
 
     try:
-        loaded = checkpoints.load(p)
+        loaded = checkpoints.load(p, kind=checkpoints_generators())
+    except checkpoints.CheckpointError as e:
+        raise DubError(_first_line(e)) from e
     except (ValueError, KeyError, OSError, RuntimeError, EOFError, TypeError) as e:
         raise DubError(f"checkpoint {p}: cannot be loaded ({_first_line(e)})") from e
     model = getattr(loaded, "model", None)
@@ -68,6 +70,13 @@ def load_generator(path: str | os.PathLike | None) -> tuple[torch.nn.Module, dic
         raise DubError(f"checkpoint {p}: holds a {kind}, not a lip-sync generator "
                        "(Wav2Lip or MarlinLipGenerator)")
     return model, meta, str(p)
+
+
+def checkpoints_generators() -> tuple[str, ...]:
+    """Architecture keys of the generators (what ``--checkpoint`` must hold)."""
+    from lipsync.models import GENERATORS
+
+    return tuple(GENERATORS)
 
 
 def _first_line(e: BaseException) -> str:

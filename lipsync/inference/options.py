@@ -16,6 +16,7 @@ LOOP_MODES = ("pingpong", "loop", "freeze")
 FACE_BACKENDS = ("mediapipe", "fan", "haar")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BLEND_REGIONS = ("lower_face", "mouth", "crop")
 
 LoopMode = Literal["pingpong", "loop", "freeze"]
 
@@ -62,6 +63,8 @@ class DubOptions:
     smooth_window: int = 5  # centred smoothing window in frames (1 = no smoothing)
     face: FaceSelect = field(default_factory=FaceSelect)  # face selection for multi-face videos
     box: tuple[int, int, int, int] | None = None  # fixed face box (x1, y1, x2, y2): skips detection
+    blend: str = "lower_face"  # soft mask shape: lower_face | mouth | crop
+    color_match: bool = False  # match the generated face's colour to the frame around the mask edge
     resize: float = 1.0  # detect on frames shrunk by this factor (output keeps the input size)
     batch_size: int = 32  # frames per generator batch (also bounds the frames in flight)
     precision: str = "auto"  # auto (fp16 on cuda, fp32 elsewhere) | fp32 | fp16 | bf16
@@ -86,6 +89,8 @@ class DubOptions:
                 problems.append(f"box {self.box!r} must be four numbers x1,y1,x2,y2")
             elif not (self.box[2] > self.box[0] >= 0 and self.box[3] > self.box[1] >= 0):
                 problems.append(f"box {self.box!r} needs 0 <= x1 < x2 and 0 <= y1 < y2")
+        if self.blend not in BLEND_REGIONS:
+            problems.append(f"blend region {self.blend!r} is not one of {', '.join(BLEND_REGIONS)}")
         if not (math.isfinite(self.resize) and self.resize >= 1):
             problems.append(f"resize factor {self.resize} must be >= 1")
         if self.batch_size < 1:
@@ -157,6 +162,7 @@ class DubSummary:
         """One-line human summary."""
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_times.as_dict().items() if v >= 0.05)
         where = f" -> {self.output}" if self.output else ""
-        return (f"{self.frames} frames ({self.width}x{self.height} @ {self.fps:g} fps, {self.duration:.2f} s), "
+        return (f"{self.frames} frames ({self.width}x{self.height} @ {self.fps:g} fps, "
+                f"{self.duration:.2f} s), "
                 f"faces found in {self.faces_found}, {self.fps_achieved:.1f} fps achieved in "
                 f"{self.seconds:.1f} s [{stages}]{where}")

@@ -72,7 +72,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DubError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N, mps") from e
     if (dev.type == "cuda" and not cuda) or (dev.type == "mps" and not mps):
         raise DubError(f"device {name!r} is not available here; use --device auto or cpu")
     if dev.type not in ("cpu", "cuda", "mps"):

@@ -9,7 +9,6 @@ and mels (B, T, 1, 80, 16).  ``T`` is the generator's ``frames_per_window`` (1 f
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 
@@ -39,20 +38,22 @@ class GeneratorRunner:
     dtype : compute dtype (fp32, or fp16 / bf16 through autocast)
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-        self.model = model.eval().to(device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
+                 optimize: bool = True) -> None:
+        model = model.eval().to(device)
+        if optimize:  # BatchNorm folded into the convolutions, channels-last weights, dtype
+            from lipsync.models import prepare_for_inference
+
+            model = prepare_for_inference(model, dtype=dtype)
+        elif dtype != torch.float32:
+            model = model.to(dtype)
+        model.requires_grad_(False)
+        self.model = model
         self.device = device
         self.dtype = dtype
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
         self.has_encoder = callable(getattr(model, "encode", None)) and self.window > 1
-
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None) -> np.ndarray:
@@ -83,20 +84,20 @@ class GeneratorRunner:
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
         b, t = n // self.window, self.window
         kwargs = {}
-        with self._autocast():
-            if t > 1:
-                faces = faces.view(b, t, 6, s, s).permute(0, 2, 1, 3, 4)  # (B, 6, T, S, S)
-                m = m.view(b, t, 1, 80, 16)
-                if self.has_encoder:
-                    kwargs["tokens"] = self.model.encode(faces)
-                    if times is not None:
-                        _sync(self.device)
-                        t1 = time.perf_counter()
-                        times.marlin += t1 - t0
-                        t0 = t1
-            out = self.model(faces, m, **kwargs)
-            if t > 1:
-                out = out.permute(0, 2, 1, 3, 4).reshape(n, 3, s, s)
+        faces, m = faces.to(self.dtype), m.to(self.dtype)
+        if t > 1:
+            faces = faces.view(b, t, 6, s, s).permute(0, 2, 1, 3, 4)  # (B, 6, T, S, S)
+            m = m.view(b, t, 1, 80, 16)
+            if self.has_encoder:
+                kwargs["tokens"] = self.model.encode(faces)
+                if times is not None:
+                    _sync(self.device)
+                    t1 = time.perf_counter()
+                    times.marlin += t1 - t0
+                    t0 = t1
+        out = self.model(faces, m, **kwargs)
+        if t > 1:
+            out = out.permute(0, 2, 1, 3, 4).reshape(n, 3, s, s)
         out = out.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
         result = out.cpu().numpy()
         if times is not None:

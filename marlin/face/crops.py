@@ -68,7 +68,8 @@ class CropMap:
         return (slice(max(self.y0, 0), min(self.y1, self.frame_height)),
                 slice(max(self.x0, 0), min(self.x1, self.frame_width)))
 
-    def uncrop(self, crop: np.ndarray, interpolation: int | None = None) -> tuple[np.ndarray, tuple[slice, slice]]:
+    def uncrop(self, crop: np.ndarray, interpolation: int | None = None
+               ) -> tuple[np.ndarray, tuple[slice, slice]]:
         """Resize ``crop`` back to the region and return its in-frame part and where it goes.
 
         Returns
@@ -78,7 +79,8 @@ class CropMap:
         (rows, cols) : tuple of slice
         """
         if crop.shape[:2] != (self.height, self.width):
-            raise ValueError(f"crop is {crop.shape[1]}x{crop.shape[0]}, map expects {self.width}x{self.height}")
+            raise ValueError(f"crop is {crop.shape[1]}x{crop.shape[0]}, "
+                             f"map expects {self.width}x{self.height}")
         rw, rh = self.x1 - self.x0, self.y1 - self.y0
         if interpolation is None:
             interpolation = cv2.INTER_AREA if rw < self.width else cv2.INTER_CUBIC

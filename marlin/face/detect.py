@@ -147,7 +147,8 @@ class _MediapipeBackend(_Backend):
         limit = self.config.detect_size
         if limit and max(h, w) > limit:
             k = limit / max(h, w)
-            small = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))),
+                               interpolation=cv2.INTER_AREA)
         result = self._det.process(np.ascontiguousarray(small))
         out = []
         for d in result.detections or []:
@@ -272,7 +273,8 @@ class FaceDetector:
 
     def __init__(self, backend: str = "mediapipe", config: DetectorConfig | None = None, **overrides):
         if backend not in _BACKENDS:
-            raise ValueError(f"unknown face detector backend {backend!r}; choose one of {available_backends()}")
+            raise ValueError(f"unknown face detector backend {backend!r}; "
+                             f"choose one of {available_backends()}")
         config = replace(config or DetectorConfig(), **overrides)
         self.backend = backend
         self.config = config

@@ -125,7 +125,8 @@ def _hair_polygon(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     a, b = rel @ right, rel @ up
     b = np.where(b > 0, b * 1.7, b * 1.1)
     enlarged = centre + np.outer(a * 1.35, right) + np.outer(b, up)
-    eyes = pts[list(_MP_RIGHT_EYE + _MP_LEFT_EYE)] if _is_mesh(pts) else pts[list(_IB_RIGHT_EYE + _IB_LEFT_EYE)]
+    eye_idx = _MP_RIGHT_EYE + _MP_LEFT_EYE if _is_mesh(pts) else _IB_RIGHT_EYE + _IB_LEFT_EYE
+    eyes = pts[list(eye_idx)]
     return enlarged, eyes.mean(axis=0), float(np.linalg.norm(up))
 
 

@@ -43,6 +43,7 @@ class TrackConfig:
     smoothing: str = "linear"  # "linear" (local line fit) or "mean"
     max_gap: int = 6  # frames without the target that are bridged; longer gaps become found=False
     max_jump: float = 0.6  # largest centre move between observations, in box sizes, to be the same face
+    detect_every: int = 1  # push(): run the detector every N frames, follow the mesh in between
 
     def __post_init__(self):
         if self.smoothing not in SMOOTHING:
@@ -53,6 +54,8 @@ class TrackConfig:
                 raise ValueError(f"{name} must be a positive odd number of frames, got {v}")
         if self.max_gap < 0:
             raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         t = self.target
         ok = t == "largest" or (isinstance(t, int) and not isinstance(t, bool) and t >= 0) or (
             isinstance(t, Sequence) and not isinstance(t, str) and len(t) == 2)
@@ -200,6 +203,7 @@ class FaceTracker:
         self._last: tuple[int, np.ndarray, np.ndarray | None] | None = None  # last raw observation
         self._lost = False  # a long gap ended the previous run: no holding backwards
         self._has_lm = False
+        self._since_detect = 0
         self._pending: list[int] = []
         self._run: list[_Item] = []
         self._emit = 0
@@ -210,6 +214,10 @@ class FaceTracker:
         if self._detector is None:
             self._detector = FaceDetector("mediapipe", video=True)
             self._own_detector = True
+        followed = self._follow(rgb)
+        if followed is not None:
+            return followed
+        self._since_detect = 0
         faces = self._detector.detect(rgb, landmarks=False)
         i = select_face(faces, self.config.target, self._previous_box(), self.config.max_jump)
         if i is None:
@@ -218,6 +226,25 @@ class FaceTracker:
         if self._detector.has_landmarks and lm is None:
             return self._observe(None, None)
         return self._observe(np.asarray(faces[i].box, np.float64), lm)
+
+    def _follow(self, rgb: np.ndarray) -> list[Track] | None:
+        """Between detections: landmarks in the last box's region; the box moves and scales with them."""
+        self._since_detect += 1
+        last = self._last
+        if (self._since_detect >= self.config.detect_every or last is None or last[0] != self._t - 1
+                or last[2] is None or not self._detector.has_landmarks):
+            return None
+        lm = self._detector.landmarks(rgb, last[1])
+        if lm is None:
+            return None
+        prev = last[2].astype(np.float64)
+        cur = lm.astype(np.float64)
+        c0, c1 = prev.mean(0), cur.mean(0)
+        s0 = np.sqrt(((prev - c0) ** 2).sum(1).mean())
+        s1 = np.sqrt(((cur - c1) ** 2).sum(1).mean())
+        k = s1 / s0 if s0 > 0 else 1.0
+        box = np.concatenate([(last[1][:2] - c0) * k + c1, (last[1][2:] - c0) * k + c1])
+        return self._observe(box, lm)
 
     def update(self, faces: Sequence[Face]) -> list[Track]:
         """Advance the tracker with one frame's detections (no detector involved)."""

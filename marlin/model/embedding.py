@@ -19,8 +19,9 @@ __all__ = ["PatchEmbedding3d", "SinCosPositionalEmbedding", "sinusoid_table", "p
 def sinusoid_table(n_positions: int, dim: int) -> Tensor:
     """``(n_positions, dim)`` float32 table: angle ``pos / 10000**(2*(j//2)/dim)``,
     sine on even ``j`` and cosine on odd ``j`` (interleaved)."""
-    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
-    j = torch.arange(dim)
+    # explicit CPU: cheap even when the model is being built under ``torch.device("meta")``
+    pos = torch.arange(n_positions, dtype=torch.float64, device="cpu")[:, None]
+    j = torch.arange(dim, device="cpu")
     angle = pos / torch.pow(10000.0, (2 * torch.div(j, 2, rounding_mode="floor")).double() / dim)
     table = torch.empty_like(angle)
     table[:, 0::2] = torch.sin(angle[:, 0::2])

@@ -30,7 +30,8 @@ class MarlinEncoder(nn.Module):
         super().__init__()
         self.config = config
         dim = config.encoder_dim
-        self.patch_embedding = PatchEmbedding3d(config.in_channels, dim, config.tubelet_size, config.patch_size)
+        self.patch_embedding = PatchEmbedding3d(
+            config.in_channels, dim, config.tubelet_size, config.patch_size)
         self.pos_embedding = SinCosPositionalEmbedding(config.n_tokens, dim)
         self.blocks = nn.ModuleList(
             [Block(dim, config.encoder_heads, config.mlp_ratio) for _ in range(config.encoder_depth)]

@@ -9,6 +9,7 @@ Nothing here is used by the library itself.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -23,7 +24,7 @@ __all__ = ["release_available", "release_modules", "build_release"]
 
 def release_available() -> bool:
     """True when marlin-pytorch is installed."""
-    return importlib.util.find_spec("marlin_pytorch") is not None
+    return "marlin_pytorch" in sys.modules or importlib.util.find_spec("marlin_pytorch") is not None
 
 
 def release_modules() -> tuple[types.ModuleType, types.ModuleType]:
@@ -34,6 +35,8 @@ def release_modules() -> tuple[types.ModuleType, types.ModuleType]:
     ImportError
         When marlin-pytorch is not installed.
     """
+    if "marlin_pytorch.model.decoder" in sys.modules:
+        return sys.modules["marlin_pytorch.model.encoder"], sys.modules["marlin_pytorch.model.decoder"]
     spec = importlib.util.find_spec("marlin_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("marlin-pytorch is not installed (pip install --no-deps marlin-pytorch==0.3.4)")
@@ -42,6 +45,8 @@ def release_modules() -> tuple[types.ModuleType, types.ModuleType]:
         if name not in sys.modules:  # a bare package object: its __init__ is not executed
             pkg = types.ModuleType(name)
             pkg.__path__ = [str(folder)]
+            pkg.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            pkg.__spec__.submodule_search_locations = [str(folder)]
             sys.modules[name] = pkg
     encoder = importlib.import_module("marlin_pytorch.model.encoder")
     decoder = importlib.import_module("marlin_pytorch.model.decoder")

@@ -162,7 +162,7 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
     cv = _Canvas(h, w, (w * (0.5 + ident.offset_x), h * 0.48), unit)
     skin = np.asarray(ident.skin, np.float32)
     hair = np.asarray(ident.hair_color, np.float32)
-    rng = np.random.default_rng(abs(hash((ident.skin, ident.background_colors))) % (2**32))
+    rng = np.random.default_rng([*ident.skin, *ident.background_colors[0], *ident.background_colors[1]])
     fw = ident.face_width
 
     # body: shoulders, neck, shadow under the chin, hair falling behind
@@ -185,10 +185,13 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
         xs = (np.arange(x1, x2, dtype=np.float32)[None, :, None] - cv.c[0]) / (fw * unit)
         return skin * (1.0 + 0.07 * ident.light * xs)
 
-    m = cv.fill(outline, face_color)
+    cv.fill(outline, face_color)
     p = cv.px(outline)
     x1, y1, x2, y2 = cv._box(p, 3 * 0.06 * unit + 2)
-    rim = 1.0 - cv2.GaussianBlur(np.ascontiguousarray(m), (0, 0), 0.06 * unit)
+    m = np.zeros((y2 - y1, x2 - x1), np.uint8)
+    cv2.fillPoly(m, [np.round((p - [x1, y1]) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    m = m.astype(np.float32) / 255.0
+    rim = 1.0 - cv2.GaussianBlur(m, (0, 0), 0.06 * unit)
     cv.rgb[y1:y2, x1:x2] *= (1.0 - 0.3 * rim * m)[..., None]
 
     for s in (-1, 1):  # blush, eye sockets

@@ -59,9 +59,9 @@ class DrawnIdentity:
     nose_length: float = 0.13
     nose_width: float = 0.03
     mouth_y: float = 0.19
-    mouth_width: float = 0.1  # half width at rest
-    lip_upper: float = 0.018
-    lip_lower: float = 0.024
+    mouth_width: float = 0.11  # half width at rest
+    lip_upper: float = 0.02
+    lip_lower: float = 0.026
     glasses: str = "none"
     glasses_color: RGB = (30, 30, 30)
     beard: float = 0.0  # stubble darkness 0..1
@@ -161,8 +161,8 @@ def sample_identity(rng: np.random.Generator, photo_fraction: float = 0.2) -> Id
         brow_arch=float(rng.uniform(0.0, 0.03)), hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
         fringe=FRINGES[rng.integers(len(FRINGES))], nose_length=float(rng.uniform(0.11, 0.15)),
         nose_width=float(rng.uniform(0.025, 0.04)), mouth_y=float(rng.uniform(0.18, 0.21)),
-        mouth_width=float(rng.uniform(0.085, 0.11)), lip_upper=float(rng.uniform(0.014, 0.022)),
-        lip_lower=float(rng.uniform(0.018, 0.028)),
+        mouth_width=float(rng.uniform(0.1, 0.125)), lip_upper=float(rng.uniform(0.017, 0.026)),
+        lip_lower=float(rng.uniform(0.022, 0.032)),
         glasses=GLASSES[rng.integers(len(GLASSES))] if rng.random() < 0.35 else "none",
         glasses_color=tuple(int(v) for v in rng.integers(0, 140, 3)),
         beard=float(rng.uniform(0.2, 0.6)) if rng.random() < 0.15 else 0.0,

@@ -103,6 +103,7 @@ def draw_mouth(layer: np.ndarray, style: MouthStyle, params: np.ndarray) -> None
     ``layer`` is (H, W, 3) uint8; only a patch around the mouth is touched.
     """
     x, uo, ui, li, lo, gap = _curves(style, params)
+    w_inner = float(x.max()) * (0.93 - 0.35 * float(params[2]))
     teeth_amount = float(params[3])
     cx, cy = style.center
     c, s = np.cos(style.roll), np.sin(style.roll)
@@ -132,14 +133,21 @@ def draw_mouth(layer: np.ndarray, style: MouthStyle, params: np.ndarray) -> None
         # tongue low in the mouth, teeth under the upper lip (and over the lower lip when wide open)
         _fill(cav, to_patch(x * 0.7, li - 0.35 * gap * np.sqrt(np.clip(1 - (x / x.max()) ** 2, 0, 1))),
               style.tongue, alpha=min(1.0, float(params[0]) * 1.5))
-        tooth_h = teeth_amount * min(0.5 * gap, 0.55 * style.upper + 0.15 * gap)
+        tooth_h = teeth_amount * min(0.55 * gap, 0.6 * style.upper + 0.12 * gap)
         if tooth_h > 0.3:
-            band = np.concatenate([to_patch(x * 0.85, ui - 1), to_patch(x[::-1] * 0.85, ui[::-1] + tooth_h)])
-            _fill(cav, band, style.teeth)
-            low_h = teeth_amount * max(0.0, 0.18 * gap - 0.3 * style.lower)
+            tx = x * 0.82
+            top = ui.min() - 2.0 + 0 * tx
+            edge = -(1.0 - JAW_SHARE) * gap + tooth_h * (1.0 - 0.35 * (tx / max(w_inner, 1e-3)) ** 2)
+            shade = np.asarray(style.teeth, np.float32)
+            _fill(cav, np.concatenate([to_patch(tx, top), to_patch(tx[::-1], edge[::-1])]), shade * 0.82)
+            _fill(cav, np.concatenate([to_patch(tx * 0.6, top), to_patch(tx[::-1] * 0.6, edge[::-1])]), shade,
+                  blur=0.08 * style.half_width)
+            low_h = teeth_amount * max(0.0, 0.22 * gap - 0.35 * style.lower)
             if low_h > 0.3:
-                _fill(cav, np.concatenate([to_patch(x * 0.75, li - low_h), to_patch(x[::-1] * 0.75, li[::-1] + 1)]),
-                      np.asarray(style.teeth, np.float32) * 0.92)
+                lx = x * 0.62
+                bottom = li.max() + 2.0 + 0 * lx
+                ledge = JAW_SHARE * gap - low_h * (1.0 - 0.35 * (lx / max(w_inner, 1e-3)) ** 2)
+                _fill(cav, np.concatenate([to_patch(lx, ledge), to_patch(lx[::-1], bottom[::-1])]), shade * 0.78)
         m = mouth.astype(np.float32)[..., None] / 255.0
         patch = patch * (1 - m) + cav * m
     # lip line (closed mouth crease) and lighter lower-lip highlight

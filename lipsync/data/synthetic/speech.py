@@ -33,7 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
+VOICES = ("en-us", "en", "en-us-nyc", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
             "klatt", "klatt2", "klatt3", "adam", "linda", "steph", "john", "max", "paul")
 
@@ -50,6 +50,14 @@ _WORDS = {
     "name": "Peter Mary Bob Fiona Judith Oliver Vera Zoe Thomas Wendy Charles Uma",
 }
 _TEMPLATES = (
+    "{name} {verb} the {noun}.",
+    "Hello, {name}.",
+    "{num} {adj} {noun}s.",
+    "Oh, {name}!",
+    "The {noun} is {adj}.",
+    "Look at the {adj} {noun}!",
+    "Is it {adv} {adj}?",
+    "{name} loves {num} {noun}s.",
     "The {adj} {noun} {verb} the {noun} {prep} the {noun}.",
     "{name} {adv} {verb} a {adj} {noun}.",
     "Why does the {noun} {adv} look so {adj}?",
@@ -216,29 +224,34 @@ def synthesize(params: SpeechParams, sample_rate: int = SAMPLE_RATE, library: st
     return Utterance(np.clip(wav, -1, 1), sample_rate, tuple(phonemes), params)
 
 
-def random_sentence(rng: np.random.Generator, max_words: int | None = None) -> str:
-    """A grammatical English sentence from word lists and templates, drawn with ``rng``.
-
-    With ``max_words`` the sentence is cut to that many words (keeping final punctuation).
-    """
+def _fill_template(rng: np.random.Generator, template: str) -> str:
     words = {k: v.split() for k, v in _WORDS.items()}
     words["num"], words["month"] = _NUMBERS, _MONTHS
-    template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
-    parts = template.replace("{", "\0{").replace("}", "}\0").split("\0")
     out = []
-    for part in parts:
+    for part in template.replace("{", "\0{").replace("}", "}\0").split("\0"):
         if part.startswith("{") and part.endswith("}"):
             choices = words[part[1:-1]]
             out.append(choices[rng.integers(len(choices))])
         else:
             out.append(part)
     sentence = "".join(out)
-    sentence = sentence[0].upper() + sentence[1:]
-    if max_words is not None:
-        tokens = sentence.split()
-        if len(tokens) > max_words:
-            sentence = " ".join(tokens[:max(1, max_words)]).rstrip(",.!?") + "."
-    return sentence
+    return sentence[0].upper() + sentence[1:]
+
+
+def random_sentence(rng: np.random.Generator, max_words: int | None = None) -> str:
+    """A grammatical English sentence from word lists and templates, drawn with ``rng``.
+
+    With ``max_words``, a template that fits is preferred; if none of a few draws fits, the
+    sentence is cut to ``max_words`` words (keeping a final full stop).
+    """
+    candidates = [_fill_template(rng, _TEMPLATES[i]) for i in rng.permutation(len(_TEMPLATES))[:6]]
+    if max_words is None:
+        return candidates[0]
+    fitting = [c for c in candidates if len(c.split()) <= max_words]
+    if fitting:
+        return max(fitting, key=lambda c: len(c.split()))
+    tokens = candidates[0].split()[: max(1, max_words)]
+    return " ".join(tokens).rstrip(",.!?") + "."
 
 
 def sample_speech_params(rng: np.random.Generator, text: str) -> SpeechParams:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .speech import Phoneme
 
-__all__ = ["PARAMS", "VISEMES", "mouth_track", "phoneme_visemes", "opening"]
+__all__ = ["PARAMS", "VISEMES", "mouth_from_audio", "mouth_track", "opening", "phoneme_visemes"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,36 @@ def opening(mouth: np.ndarray) -> np.ndarray:
     if mouth.ndim != 2 or mouth.shape[1] != len(PARAMS):
         raise ValueError(f"mouth track must be (T, {len(PARAMS)}), got shape {mouth.shape}")
     return mouth[:, 0].copy()
+
+
+def mouth_from_audio(wav: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
+    """Rough mouth track from a waveform alone, for audio without phoneme timings.
+
+    The opening follows the loudness of the 300-3000 Hz band (log energy per frame, scaled
+    between the 10th and 97th percentiles); width stays neutral and teeth follow the opening.
+    Far less exact than ``mouth_track``; use it only when no transcript timing exists.
+
+    Returns (n_frames, 4) float32 in [0, 1].
+    """
+    wav = np.asarray(wav, np.float32).ravel()
+    hop = sample_rate / fps
+    win = int(round(2 * hop))
+    out = np.zeros((n_frames, len(PARAMS)), np.float32)
+    out[:, 1] = 0.5
+    if len(wav) == 0 or n_frames == 0:
+        return out
+    freqs = np.fft.rfftfreq(win, 1.0 / sample_rate)
+    band = (freqs >= 300) & (freqs <= 3000)
+    window = np.hanning(win).astype(np.float32)
+    energy = np.empty(n_frames)
+    for i in range(n_frames):
+        c = int((i + 0.5) * hop)
+        seg = wav[max(0, c - win // 2): c + win // 2]
+        seg = np.pad(seg, (0, win - len(seg)))
+        spec = np.abs(np.fft.rfft(seg * window)) ** 2
+        energy[i] = 10 * np.log10(spec[band].sum() + 1e-10)
+    lo, hi = np.percentile(energy, 10), np.percentile(energy, 97)
+    level = np.clip((energy - lo - 0.25 * (hi - lo)) / max(0.75 * (hi - lo), 1e-6), 0, 1)
+    out[:, 0] = np.convolve(np.pad(level, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    out[:, 3] = 0.4 * out[:, 0]
+    return out

@@ -1,0 +1,253 @@
+"""End-to-end dubbing on short clips made from real face photos, plus the engine's pure parts.
+
+The generator is a random-init tiny MARLIN-conditioned model saved with
+``lipsync.checkpoints.save``: its faces are noise, which is what lets the tests see exactly
+which pixels the engine touched.
+"""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from media import moving_face_frames, speech_like, write_video
+
+from lipsync.inference.options import DubError, DubOptions, FaceSelect
+from lipsync.inference.plan import output_frame_count, replay_runs, resolve_device, source_index
+from marlin.video import iter_frames
+
+N_FRAMES = 40  # 1.6 s at 25 fps
+GAP = range(14, 24)  # blank frames: longer than the tracker bridges, so they must pass through
+SIZE = (240, 320)
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    return [f.image for f in iter_frames(path)]
+
+
+def _streams(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        info = {"fps": Fraction(v.average_rate), "width": v.width, "height": v.height,
+                "vcodec": v.codec_context.name, "acodec": a.codec_context.name,
+                "audio_seconds": float(a.duration * a.time_base),  # the edit list's, priming excluded
+                "frames": sum(1 for _ in c.decode(v))}
+    return info
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("infer_media")
+    frames = moving_face_frames(N_FRAMES, SIZE)
+    for i in GAP:
+        frames[i] = np.full_like(frames[i], 40)
+    paths = {"video": write_video(d / "face.mp4", frames, fps=25)}
+    for name, seconds in (("long", 2.0), ("short", 1.2), ("tiny", 0.5)):
+        paths[name] = d / f"{name}.wav"
+        sf.write(paths[name], speech_like(seconds, seed=len(name)), 16000)
+    paths["image"] = d / "face.png"
+    from PIL import Image
+
+    Image.fromarray(moving_face_frames(1, SIZE)[0]).save(paths["image"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from lipsync.checkpoints import save
+    from lipsync.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save(path, create_model("marlin_lip_tiny"), {"trained_on": "nothing (test)"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def lipsync(checkpoint):
+    from lipsync import LipSync
+
+    return LipSync.from_checkpoint(checkpoint, device="cpu")
+
+
+# ----------------------------------------------------------------------------- pure parts
+def test_output_frame_count_matches_audio_within_half_a_frame():
+    for seconds, fps in ((2.0, 25), (1.234, Fraction(30000, 1001)), (0.2, 24), (10.01, 50)):
+        n = output_frame_count(seconds, fps)
+        assert abs(n / float(fps) - seconds) <= 0.5 / float(fps) + 1e-9
+
+
+def test_loop_orders():
+    assert [source_index(i, 4, "pingpong") for i in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [source_index(i, 4, "loop") for i in range(10)] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert [source_index(i, 4, "freeze") for i in range(6)] == [0, 1, 2, 3, 3, 3]
+    assert [source_index(i, 1, "pingpong") for i in range(3)] == [0, 0, 0]
+    for mode in ("pingpong", "loop", "freeze"):
+        for n_src, n_out in ((5, 23), (2, 9), (7, 8), (1, 4)):
+            flat = [s + k * step for s, count, step in replay_runs(n_src, n_out, mode) for k in range(count)]
+            assert flat == [source_index(i, n_src, mode) for i in range(n_src, n_out)]
+
+
+def test_options_validate_and_parse():
+    assert FaceSelect.parse("largest") == FaceSelect()
+    assert FaceSelect.parse("index:2") == FaceSelect("index", 2)
+    assert FaceSelect.parse("point:10,20.5") == FaceSelect("point", point=(10.0, 20.5))
+    with pytest.raises(DubError, match="face selection"):
+        FaceSelect.parse("biggest")
+    with pytest.raises(DubError, match="loop mode"):
+        DubOptions(loop="bounce")
+    with pytest.raises(DubError, match="unknown option"):
+        DubOptions().replace(colour="red")
+    assert DubOptions().replace(face="index:1", pads=[1, 2, 3, 4]).pads == (1, 2, 3, 4)
+
+
+def test_device_auto_and_unavailable():
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(DubError, match="not available"):
+            resolve_device("cuda")
+
+
+def test_replay_reads_the_same_frames_as_the_forward_pass(tmp_path):
+    """Backward (ping-pong) blocks come from seeking; they must equal the forward decode."""
+    from lipsync.inference.source import FrameSource
+
+    rng = np.random.default_rng(0)
+    frames = [np.clip(rng.normal(8 * i % 200, 30, (48, 64, 3)), 0, 255).astype(np.uint8) for i in range(45)]
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w") as c:  # short GOP with B-frames: seeks land on real keyframes
+        s = c.add_stream("libx264", rate=Fraction(30000, 1001))
+        s.width, s.height, s.pix_fmt, s.options = 64, 48, "yuv420p", {"g": "8", "bf": "2"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    src = FrameSource(path)
+    forward = [img for _, img in src.forward()]
+    assert len(forward) == 45
+    src.block_size = lambda: 7  # several blocks per backward run
+    for mode in ("pingpong", "loop"):
+        got = list(src.replay(45, 140, mode))
+        assert [i for i, _ in got] == [source_index(i, 45, mode) for i in range(45, 140)]
+        assert all(np.array_equal(img, forward[i]) for i, img in got)
+
+
+def test_writer_abort_leaves_nothing(tmp_path, media):
+    from lipsync.inference.writer import DubWriter
+
+    out = tmp_path / "x.mp4"
+    with pytest.raises(RuntimeError), DubWriter(out, (64, 48), Fraction(25), str(media["long"]), 2.0) as w:
+        w.write(np.zeros((48, 64, 3), np.uint8))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_stream_passes_untouched_pixels_through_bit_exactly(lipsync, media):
+    """Frame-iterator level: no-face frames are the decoded input; dubbed frames differ from
+    it only inside the face region; audio longer than video ping-pongs."""
+    inputs = _decode(media["video"])
+    out = list(lipsync.stream(media["video"], media["long"], batch_size=16))
+    assert len(out) == 50  # 2.0 s at 25 fps
+    assert [f.source_index for f in out] == [source_index(i, N_FRAMES, "pingpong") for i in range(50)]
+    dubbed = 0
+    for f in out:
+        ref = inputs[f.source_index]
+        if f.source_index in GAP:
+            assert not f.dubbed
+        if not f.dubbed:
+            assert f.image is ref or np.array_equal(f.image, ref)
+            continue
+        dubbed += 1
+        x0, y0, x1, y1 = f.region
+        outside = np.ones(ref.shape[:2], bool)
+        outside[max(y0, 0):y1, max(x0, 0):x1] = False
+        assert np.array_equal(f.image[outside], ref[outside])
+        assert (f.image[~outside] != ref[~outside]).any()
+    assert dubbed >= 0.8 * sum(1 for f in out if f.source_index not in GAP)
+
+
+def test_dub_writes_mp4_with_input_geometry_and_new_audio(lipsync, media, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "out" / "dubbed.mp4"
+    out.parent.mkdir()
+    summary = lipsync.dub(media["video"], media["long"], out)
+    assert list(cwd.iterdir()) == []  # nothing in the working directory
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dubbed.mp4"]  # no temp file left
+    info = _streams(out)
+    assert (info["width"], info["height"], info["fps"]) == (320, 240, 25)
+    assert (info["vcodec"], info["acodec"]) == ("h264", "aac")
+    assert info["frames"] == summary.frames == 50
+    assert abs(info["frames"] / 25 - 2.0) <= 1 / 25
+    assert abs(info["audio_seconds"] - 2.0) <= 1 / 25
+    assert summary.faces_found >= 30 and summary.fps_achieved > 0
+    assert set(summary.stage_times.as_dict()) >= {"decode", "detect", "marlin", "generate", "blend", "encode"}
+    # file level: lossy h264 again, so untouched frames match within codec tolerance
+    inputs, outputs = _decode(media["video"]), _decode(out)
+    for i, frame in enumerate(outputs):
+        ref = inputs[source_index(i, N_FRAMES, "pingpong")]
+        if source_index(i, N_FRAMES, "pingpong") in GAP:
+            assert np.abs(frame.astype(int) - ref).mean() < 2.0
+        else:  # the top rows (above the face) are outside every face region
+            assert np.abs(frame[:20].astype(int) - ref[:20]).mean() < 2.0
+
+
+def test_video_longer_than_audio_is_cut_or_kept(lipsync, media, tmp_path):
+    cut = lipsync.dub(media["video"], media["short"], tmp_path / "cut.mp4", loop="loop")
+    assert cut.frames == 30 and _streams(tmp_path / "cut.mp4")["frames"] == 30
+    inputs = _decode(media["video"])
+    kept = list(lipsync.stream(media["video"], media["short"], keep_video=True))
+    assert len(kept) == N_FRAMES
+    assert all(not f.dubbed and np.array_equal(f.image, inputs[f.index]) for f in kept[30:])
+    summary = lipsync.dub(media["video"], media["short"], tmp_path / "kept.mp4", keep_video=True)
+    info = _streams(tmp_path / "kept.mp4")
+    assert summary.frames == info["frames"] == N_FRAMES
+    assert abs(info["audio_seconds"] - N_FRAMES / 25) <= 1 / 25  # speech, then silence
+
+
+def test_still_image_input(lipsync, media, tmp_path):
+    out = tmp_path / "img.mp4"
+    summary = lipsync.dub(media["image"], media["tiny"], out, fps=20)
+    info = _streams(out)
+    assert info["fps"] == 20 and info["frames"] == summary.frames == 10
+    assert (info["width"], info["height"]) == (320, 240)
+    assert summary.faces_found == 10
+
+
+def test_cli_pairs_reports_failed_rows_and_does_the_rest(checkpoint, media, tmp_path, capsys):
+    from lipsync.infer import main
+
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "audio", "out"])
+        w.writerow([media["video"], media["tiny"], "a.mp4"])
+        w.writerow([tmp_path / "missing.mp4", media["tiny"], "b.mp4"])
+        w.writerow([media["image"], media["tiny"], "c.mp4"])
+    rc = main(["--pairs", str(pairs), "--checkpoint", str(checkpoint), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert (tmp_path / "a.mp4").is_file() and (tmp_path / "c.mp4").is_file()
+    assert not (tmp_path / "b.mp4").exists()
+    assert "line 3" in err and "missing.mp4" in err and "no such file" in err
+
+
+def test_cli_single_run_prints_summary(checkpoint, media, tmp_path, capsys):
+    from lipsync.infer import main
+
+    out = tmp_path / "one.mp4"
+    rc = main(["--video", str(media["video"]), "--audio", str(media["tiny"]), "--out", str(out),
+               "--checkpoint", str(checkpoint), "--device", "cpu", "--smooth", "3", "--pads", "0,8,0,0"])
+    assert rc == 0 and out.is_file()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "12 frames" in line and "faces found in" in line and "fps achieved" in line
+
