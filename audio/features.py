@@ -18,14 +18,16 @@ Waveforms containing NaN or infinity are rejected with ``AudioError``.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
-import torch
-import torch.nn.functional as F
 
 from .constants import SAMPLE_RATE, WAV2LIP_MEL, MelSpec
 from .errors import AudioError
+
+if TYPE_CHECKING:  # torch is imported on first use: ``import audio`` stays light for pure decoding
+    import torch
 
 __all__ = ["mel_filters", "melspectrogram", "melspectrogram_torch", "mfcc"]
 
@@ -56,7 +58,10 @@ def _hann(spec: MelSpec) -> np.ndarray:
 
 def _normalize(mel: np.ndarray | torch.Tensor, spec: MelSpec) -> np.ndarray | torch.Tensor:
     """Magnitude mel -> dB -> [-max_abs, max_abs] (works on numpy arrays and tensors alike)."""
-    lib = torch if isinstance(mel, torch.Tensor) else np
+    if isinstance(mel, np.ndarray):
+        lib = np
+    else:
+        import torch as lib
     db = 20 * lib.log10(lib.clip(mel, spec.amp_floor, None)) - spec.ref_level_db
     scaled = 2 * spec.max_abs_value * (db - spec.min_level_db) / (-spec.min_level_db) - spec.max_abs_value
     return lib.clip(scaled, -spec.max_abs_value, spec.max_abs_value)
@@ -120,12 +125,14 @@ def melspectrogram(wav: np.ndarray, spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
     return out
 
 
-_TORCH_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_TORCH_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (spec, device, dtype) -> constants
 
 
 def _torch_constants(spec: MelSpec, device: torch.device,
                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(mel bank (n_mels, n_fft//2+1), window (n_fft,)) on ``device``/``dtype``, cached."""
+    import torch
+
     key = (spec, str(device), dtype)
     if key not in _TORCH_CACHE:
         bank = torch.from_numpy(mel_filters(spec).copy()).to(device=device, dtype=dtype)
@@ -162,6 +169,9 @@ def melspectrogram_torch(wav: torch.Tensor, spec: MelSpec = WAV2LIP_MEL,
     AudioError
         ``wav`` is not 1-D/2-D, has no samples, or contains NaN/inf.
     """
+    import torch
+    import torch.nn.functional as F
+
     if not isinstance(wav, torch.Tensor):
         raise AudioError(f"melspectrogram_torch expects a torch.Tensor, got {type(wav).__name__}")
     if wav.dim() not in (1, 2):

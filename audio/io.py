@@ -4,15 +4,14 @@
 knows (wav, flac, mp3, m4a/aac, ogg/opus, and the audio stream of mp4/mov/mkv/webm
 videos, whichever stream index it has), averages the channels to mono and resamples
 with FFmpeg's resampler, one decoded frame at a time.  Memory stays at the result
-plus a small buffer: the output is allocated once from the duration the container
-declares (pages are only committed as samples arrive) and grown in place when the
-declaration is missing or short.
+plus a small buffer (one 32 MiB chunk) whatever the file's length, and whether or
+not the container declares its duration: samples are gathered in fixed-size chunks
+that are joined into the result at the end, each chunk freed as soon as it is copied.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -28,40 +27,47 @@ __all__ = ["load_audio"]
 
 log = logging.getLogger(__name__)
 
-_GROW_SECONDS = 30.0  # growth step when the declared duration was too short or missing
-_UNKNOWN_SECONDS = 60.0  # first allocation when the container declares no duration
-_MAX_PREALLOC_SECONDS = 6 * 3600.0  # never trust a declared duration beyond this up front
+# Samples per buffer chunk: 2**23 float32 = 32 MiB, the largest block glibc's malloc ever serves
+# from its heap; blocks this size are mmapped, so a freed chunk goes straight back to the OS.
+_CHUNK_SAMPLES = 1 << 23
 
 
-class _Growable:
-    """A float32 buffer filled from the front, grown and trimmed in place (realloc, no copy)."""
+class _ChunkedBuffer:
+    """Float32 samples collected in fixed-size chunks, joined once at the end.
 
-    def __init__(self, capacity: int, step: int) -> None:
-        self.data = np.empty(max(capacity, 1), np.float32)
+    Unlike a growing array, no step ever holds two copies of the audio: ``finish``
+    fills the result (whose pages are committed only as they are written) while
+    freeing the chunks one by one, so memory peaks at the result plus one chunk.
+    ``np.empty`` chunks are committed only as they fill, so short files cost little.
+    """
+
+    def __init__(self, chunk_samples: int = _CHUNK_SAMPLES) -> None:
+        self.chunk_samples = max(int(chunk_samples), 1)
+        self.chunks: list[np.ndarray] = []
+        self.fill = 0  # samples used in the last chunk
         self.size = 0
-        self.step = max(step, 1)
 
-    def append(self, chunk: np.ndarray) -> None:
-        end = self.size + len(chunk)
-        if end > len(self.data):
-            # ndarray.resize reallocates in place (mremap for large blocks): no second copy
-            self.data.resize(max(end, len(self.data) + self.step), refcheck=False)
-        self.data[self.size:end] = chunk
-        self.size = end
+    def append(self, samples: np.ndarray) -> None:
+        while len(samples):
+            if not self.chunks or self.fill == self.chunk_samples:
+                self.chunks.append(np.empty(self.chunk_samples, np.float32))
+                self.fill = 0
+            k = min(len(samples), self.chunk_samples - self.fill)
+            self.chunks[-1][self.fill:self.fill + k] = samples[:k]
+            self.fill += k
+            self.size += k
+            samples = samples[k:]
 
     def finish(self) -> np.ndarray:
-        self.data.resize(self.size, refcheck=False)
-        return self.data
-
-
-def _declared_seconds(container: av.container.InputContainer,
-                      stream: av.audio.stream.AudioStream) -> float | None:
-    """Duration the file declares for ``stream`` (or the container), in seconds, if any."""
-    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    return None
+        out = np.empty(self.size, np.float32)
+        pos = 0
+        while self.chunks:
+            chunk = self.chunks.pop(0)
+            k = min(len(chunk), self.size - pos)
+            out[pos:pos + k] = chunk[:k]
+            pos += k
+            del chunk  # the last reference: its memory is released before the next copy
+        return out
 
 
 def _resampled(items: Iterator[av.AudioFrame | float], sr: int) -> Iterator[np.ndarray]:
@@ -160,12 +166,7 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
             raise AudioError(f"{p}: has no audio stream (streams: {kinds})")
         stream = container.streams.best("audio") or container.streams.audio[0]
         stream.thread_type = "AUTO"
-        seconds = _declared_seconds(container, stream)
-        if seconds is None or not math.isfinite(seconds):
-            capacity = int(_UNKNOWN_SECONDS * sr)
-        else:  # a little headroom: untouched pages of np.empty cost no memory
-            capacity = int(min(seconds * 1.01 + 1.0, _MAX_PREALLOC_SECONDS) * sr)
-        buffer = _Growable(capacity, int(_GROW_SECONDS * sr))
+        buffer = _ChunkedBuffer(_CHUNK_SAMPLES)
         errors: list[str] = []
         try:
             for chunk in _resampled(_decoded(container, stream, str(p), errors), sr):

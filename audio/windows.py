@@ -19,19 +19,23 @@ Project choice: every model of this project trains and infers with ``"inference"
 Starts are computed with ``fractions.Fraction``, so NTSC rates (``30000/1001``) land
 exactly on integer boundaries (frame 375 starts at column 1001, not 1000).  A float
 fps is read as the nearest fraction with a denominator up to 1001 when that is
-within 1e-9 of it (29.97 -> 2997/100, 29.97002997... -> 30000/1001), else exactly.
+within a relative 1e-9 of it (29.97 -> 2997/100, 29.97002997... -> 30000/1001), else exactly.
 """
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .constants import MEL_FPS, MEL_WINDOW
 from .errors import AudioError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CONVENTIONS", "as_fraction", "mel_window_starts", "mel_windows"]
 
@@ -156,7 +160,8 @@ def mel_windows(mel: np.ndarray | torch.Tensor, fps: float | Fraction | str, n_f
         raise AudioError(f"mel_windows expects a (n_mels, T) array, got shape {getattr(mel, 'shape', None)}")
     starts = mel_window_starts(mel, fps, n_frames, convention, window)
     columns = starts[:, None] + np.arange(window)  # (n, window)
-    if isinstance(mel, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch was imported
+    if torch is not None and isinstance(mel, torch.Tensor):
         index = torch.from_numpy(columns).to(mel.device)
         return mel[:, index].permute(1, 0, 2).contiguous()
     return np.ascontiguousarray(np.asarray(mel)[:, columns].transpose(1, 0, 2))

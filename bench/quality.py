@@ -1,11 +1,13 @@
 """Ground-truth lip-sync quality of a dubbed synthetic clip.
 
     python bench/quality.py VIDEO AUDIO [--source CLIP.json] [--max-lag 2] [--json OUT.json]
+    python bench/quality.py --check N [--seed S] [--duration 3]
 
 VIDEO is the dubbed output; AUDIO the audio it was dubbed with (a synthetic clip's .mp4 or
 .json, so its exact phoneme timings are known; other audio falls back to a loudness estimate).
 The face comes from the synthetic clip that was dubbed: its sidecar ``<clip>.json``, found next
-to VIDEO or given with ``--source`` (``lipsync.data.synthetic`` writes one beside every clip).
+to VIDEO (``VIDEO.json``, or ``<clip>.json`` for ``<clip>_dubbed.mp4``) or given with
+``--source`` (``lipsync.data.synthetic`` writes one beside every clip).
 
 The clip's face is re-rendered speaking AUDIO (same identity, head motion, blinks, lighting;
 encoded to H.264 like any video) and three videos are measured against it:
@@ -17,6 +19,9 @@ encoded to H.264 like any video) and three videos are measured against it:
 For each: the correlation of the landmark-measured mouth opening with the opening AUDIO
 demands (at zero lag and the best within +-max-lag frames), the share of frames with a face,
 and the mean absolute error (8-bit levels) in the lip region of the re-render.
+
+``--check N`` instead generates N clips and prints how often the face pipeline finds the face
+(per identity kind) and the ceiling correlation on each clip's own frames.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # run as a file: bench/ would shadow the audio package
@@ -78,18 +84,89 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2) -> dict:
                 "face_found": float(np.isfinite(measured).mean()),
                 "mouth_l1": mouth_region_error(frames, ref.frames, ref.mouth_box),
             }
-    return {"source": str(source), "audio": str(audio), "demanded_from": how, "fps": spec.fps,
-            "audio_frames": len(mouth), "rows": rows}
+    return {
+        "source": str(source),
+        "audio": str(audio),
+        "demanded_from": how,
+        "fps": spec.fps,
+        "audio_frames": len(mouth),
+        "rows": rows,
+    }
+
+
+def check_generator(n: int, seed: int = 0, duration: float = 3.0, photo_fraction: float = 0.2) -> dict:
+    """Detection rate and ceiling correlation over ``n`` freshly generated clips (frames in memory)."""
+    from tqdm import tqdm
+
+    from lipsync.data.synthetic import clip_seed, sample_clip_spec, synthesize_clip
+
+    per_kind: dict[str, list[int]] = {}
+    rs, gen_s = [], 0.0
+    for k in tqdm(range(n), desc="clips", unit="clip"):
+        t0 = time.perf_counter()
+        spec = sample_clip_spec(clip_seed(seed, k), duration, photo_fraction=photo_fraction)
+        clip = synthesize_clip(spec)
+        gen_s += time.perf_counter() - t0
+        measured = measure_openings(clip.frames)
+        found = per_kind.setdefault(spec.identity.kind, [0, 0])
+        found[0] += int(np.isfinite(measured).sum())
+        found[1] += len(measured)
+        rs.append(sync_correlation(measured, opening(clip.mouth), max_lag=0).correlation)
+    rs_a = np.asarray(rs)
+    total = [sum(v[0] for v in per_kind.values()), sum(v[1] for v in per_kind.values())]
+    return {
+        "clips": n,
+        "detection": {kind: v[0] / v[1] for kind, v in {**per_kind, "all": total}.items()},
+        "frames": total[1],
+        "ceiling_r": {
+            "median": float(np.median(rs_a)),
+            "min": float(rs_a.min()),
+            "above_0.8": float((rs_a > 0.8).mean()),
+        },
+        "generation_s_per_clip_s": gen_s / (n * duration),
+    }
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def default_source(video: Path) -> Path:
+    """The sidecar of the clip that was dubbed: ``<video>.json``, or ``<clip>.json`` for ``<clip>_dubbed.mp4``
+    (the inference CLI's default output name)."""
+    own = video.with_suffix(".json")
+    if not own.exists() and video.stem.endswith("_dubbed"):
+        return video.with_name(video.stem[: -len("_dubbed")] + ".json")
+    return own
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("video", type=Path, help="dubbed video")
-    p.add_argument("audio", type=Path, help="the audio it was dubbed with (a synthetic clip's .mp4 / .json)")
-    p.add_argument("--source", type=Path, default=None,
-                   help="sidecar (.json) of the synthetic clip that was dubbed; default: next to VIDEO")
-    p.add_argument("--max-lag", type=int, default=2, help="frames of offset searched for the best correlation")
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("video", type=Path, nargs="?", help="dubbed video")
+    p.add_argument(
+        "audio", type=Path, nargs="?", help="the audio it was dubbed with (a synthetic clip's .mp4 / .json)"
+    )
+    p.add_argument(
+        "--check",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: generate N clips and print the face detection rate and ceiling correlation",
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --check: data-set seed")
+    p.add_argument("--duration", type=float, default=3.0, help="with --check: clip length in seconds")
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="sidecar (.json) of the synthetic clip that was dubbed; default: VIDEO.json, or CLIP.json "
+        "for CLIP_dubbed.mp4",
+    )
+    p.add_argument(
+        "--max-lag", type=int, default=2, help="frames of offset searched for the best correlation"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p
 
@@ -100,10 +177,36 @@ def _fmt(x: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    source = args.source or args.video.with_suffix(".json")
+    if args.check is not None:
+        if args.check < 1 or args.duration <= 0.2:
+            print(
+                f"error: need --check >= 1 and --duration > 0.2, got {args.check}, {args.duration}",
+                file=sys.stderr,
+            )
+            return 2
+        result = check_generator(args.check, args.seed, args.duration)
+        det = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["detection"].items())
+        r = result["ceiling_r"]
+        print(f"{result['clips']} clips, {result['frames']} frames: face found {det}")
+        print(
+            f"ceiling sync r (landmarks vs ground truth): median {r['median']:.3f}, min {r['min']:.3f}, "
+            f"{100 * r['above_0.8']:.0f}% of clips above 0.8"
+        )
+        print(f"generation: {result['generation_s_per_clip_s']:.2f} s per second of video")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
+    if args.video is None or args.audio is None:
+        print("error: give VIDEO and AUDIO (or --check N)", file=sys.stderr)
+        return 2
+    source = args.source or default_source(args.video)
     for path, what in ((args.video, "VIDEO"), (args.audio, "AUDIO"), (source, "source sidecar")):
         if not path.exists():
-            hint = " (pass --source CLIP.json: the synthetic clip that was dubbed)" if what == "source sidecar" else ""
+            hint = (
+                " (pass --source CLIP.json: the synthetic clip that was dubbed)"
+                if what == "source sidecar"
+                else ""
+            )
             print(f"error: {what} {path} does not exist{hint}", file=sys.stderr)
             return 2
     if args.max_lag < 0:
@@ -114,12 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"source {result['source']}, audio {result['audio']} ({result['audio_frames']} frames at "
-          f"{result['fps']} fps, demanded opening from {result['demanded_from']})")
-    print(f"{'':8s} {'sync r':>7s} {'best r':>7s} {'lag':>4s} {'face':>6s} {'mouth L1':>9s} {'frames':>7s}  video")
+    print(
+        f"source {result['source']}, audio {result['audio']} ({result['audio_frames']} frames at "
+        f"{result['fps']} fps, demanded opening from {result['demanded_from']})"
+    )
+    print(
+        f"{'':8s} {'sync r':>7s} {'best r':>7s} {'lag':>4s} {'face':>6s} {'mouth L1':>9s} "
+        f"{'frames':>7s}  video"
+    )
     for label, r in result["rows"].items():
-        print(f"{label:8s} {_fmt(r['sync_r']):>7s} {_fmt(r['best_r']):>7s} {r['best_lag']:4d} "
-              f"{100 * r['face_found']:5.1f}% {_fmt(r['mouth_l1']):>9s} {r['frames']:7d}  {r['video']}")
+        print(
+            f"{label:8s} {_fmt(r['sync_r']):>7s} {_fmt(r['best_r']):>7s} {r['best_lag']:4d} "
+            f"{100 * r['face_found']:5.1f}% {_fmt(r['mouth_l1']):>9s} {r['frames']:7d}  {r['video']}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -28,7 +28,7 @@ import torch
 from .inference.engine import Engine, OutFrame
 from .inference.job import DEFAULT_CHECKPOINT, Job, load_generator, prepare_job
 from .inference.options import DubError, DubOptions, DubSummary
-from .inference.plan import resolve_device, resolve_dtype
+from .inference.plan import resolve_device
 from .inference.runner import GeneratorRunner
 from .inference.writer import DubWriter
 
@@ -56,7 +56,7 @@ class LipSync:
         self.precision = precision
         self.meta = dict(meta or {})
         self.checkpoint = checkpoint
-        self.runner = GeneratorRunner(model, self.device, resolve_dtype(precision, self.device))
+        self.runner = GeneratorRunner(model, self.device, precision)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str = "auto",
@@ -87,7 +87,7 @@ class LipSync:
                 **changes: Any) -> Job:
         """Check every input and build the run (nothing is written yet); see :func:`prepare_job`."""
         opts = (options or DubOptions()).replace(**changes) if changes else (options or DubOptions())
-        return prepare_job(video, audio, out, opts, self.audio_convention, self.runner.size)
+        return prepare_job(video, audio, out, opts, self.audio_convention)
 
     def _engine(self, job: Job) -> Engine:
         return Engine(self.runner, job.options)

@@ -113,7 +113,8 @@ def save(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any] | No
     extra = dict(meta or {})
     convention = extra.pop("audio_convention", "inference")
     if convention not in CONVENTIONS:
-        raise CheckpointError(f"cannot save to {path}: audio_convention {convention!r} is not one of {CONVENTIONS}")
+        raise CheckpointError(f"cannot save to {path}: audio_convention {convention!r} "
+                              f"is not one of {CONVENTIONS}")
     steps = extra.pop("steps", None)
     trained_on = extra.pop("trained_on", "")
     try:
@@ -197,7 +198,9 @@ def detect_release(state: Mapping[str, Any]) -> tuple[str, str | None] | None:
 def load_state_dict(model: nn.Module, state: Mapping[str, Tensor], where: str = "checkpoint") -> None:
     """Load ``state`` into ``model`` strictly, naming missing / unexpected / mismatched keys.
 
-    Missing ``num_batches_tracked`` counters (files from PyTorch < 0.4.1) are tolerated.
+    ``model`` may live on the meta device (built without initialising its weights); the file's
+    tensors are then assigned, cast to the model's floating dtype.  Missing
+    ``num_batches_tracked`` counters (files from PyTorch < 0.4.1) are tolerated (set to 0).
 
     Raises
     ------
@@ -218,7 +221,25 @@ def load_state_dict(model: nn.Module, state: Mapping[str, Tensor], where: str = 
                 f"{k}: file {tuple(getattr(state[k], 'shape', ()))} vs model {tuple(own[k].shape)}"
                 for k in wrong[:3]) + (", ..." if len(wrong) > 3 else "") + ")")
         raise CheckpointError(f"{where} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(dict(state), strict=False)
+    full = {}
+    for key, target in own.items():
+        value = state.get(key)
+        if value is None:  # an old file without num_batches_tracked
+            value = torch.zeros((), dtype=torch.long)
+        elif value.is_floating_point() and target.is_floating_point():
+            value = value.to(target.dtype)
+        full[key] = value.contiguous()
+    model.load_state_dict(full, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{where}: {type(model).__name__} has tensors not stored in the file: "
+                              f"{left[:4]}")
+
+
+def _build(arch: str, config: Any) -> nn.Module:
+    """The model on the meta device: no time spent initialising weights about to be replaced."""
+    with torch.device("meta"):
+        return model_from_config(arch, config)
 
 
 def _kind_check(path: Path, arch: str, kind: str | Iterable[str] | None) -> None:
@@ -226,7 +247,8 @@ def _kind_check(path: Path, arch: str, kind: str | Iterable[str] | None) -> None
         return
     wanted = (kind,) if isinstance(kind, str) else tuple(kind)
     if arch not in wanted:
-        raise CheckpointError(f"checkpoint {path}: holds a {arch!r} model, expected {' or '.join(map(repr, wanted))}")
+        expected = " or ".join(map(repr, wanted))
+        raise CheckpointError(f"checkpoint {path}: holds a {arch!r} model, expected {expected}")
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -271,7 +293,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
         steps = obj.get("global_step") if isinstance(obj.get("global_step"), int) else None
         inner = obj.get("state_dict", obj)
         if not isinstance(inner, Mapping):
-            raise CheckpointError(f"checkpoint {path}: 'state_dict' is a {type(inner).__name__}, not a mapping")
+            raise CheckpointError(f"checkpoint {path}: 'state_dict' is a {type(inner).__name__}, "
+                                  "not a mapping")
         state, fmt = _strip(inner), None
     found = detect_release(state)
     if found is None:
@@ -279,11 +302,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
         if any(k.startswith(("encoder.patch_embedding", "marlin.")) for k in state):
             raise CheckpointError(f"checkpoint {path}: is a MARLIN checkpoint, not a lip-sync model; "
                                   "load it with marlin.Marlin.from_file")
-        raise CheckpointError(f"checkpoint {path}: not a lip-sync model this loader knows (first keys {keys}); "
-                              f"expected one of {list(ARCHITECTURES)}")
+        raise CheckpointError(f"checkpoint {path}: not a lip-sync model this loader knows "
+                              f"(first keys {keys}); expected one of {list(ARCHITECTURES)}")
     arch, convention = found
     _kind_check(path, arch, kind)
-    model = ARCHITECTURES[arch][0](ARCHITECTURES[arch][1](colour="bgr"))
+    model = _build(arch, ARCHITECTURES[arch][1](colour="bgr"))
     load_state_dict(model, state, f"checkpoint {path}")
     meta = {
         "format": fmt or ("syncnet-release" if arch == "syncnet_v2" else "wav2lip-release"),
@@ -297,11 +320,12 @@ def _load_ours(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str],
                map_location: str | torch.device, kind: str | Iterable[str] | None) -> LoadedModel:
     arch = metadata.get("architecture", "")
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"checkpoint {path}: unknown architecture {arch!r}; known: {list(ARCHITECTURES)}")
+        raise CheckpointError(f"checkpoint {path}: unknown architecture {arch!r}; "
+                              f"known: {list(ARCHITECTURES)}")
     _kind_check(path, arch, kind)
     try:
         config = json.loads(metadata["config"])
-        model = model_from_config(arch, config)
+        model = _build(arch, config)
         extra = json.loads(metadata.get("extra") or "{}")
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: invalid stored config for {arch!r} ({e})") from e

@@ -8,6 +8,7 @@ prints one ``error: ...`` line and exits with status 2; nothing is written then.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
@@ -102,13 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("compute")
     run.add_argument("--device", default="auto",
                      help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    run.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                     help="auto: fp16 on cuda, fp32 elsewhere")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: fp16 on cuda, bf16 on CPUs with native bf16 when the model runs in "
+                          "it within 3/255 of fp32, else fp32")
     run.add_argument("--batch-size", type=int, default=d.batch_size,
                      help="frames per generator batch (also bounds the frames held in memory)")
     run.add_argument("--threads", action=argparse.BooleanOptionalAction, default=d.threads,
                      help="decode and encode in background threads")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    run.add_argument("--verbose", action="store_true",
+                     help="log what each stage does, and let native libraries (mediapipe) print")
     return p
 
 
@@ -117,7 +121,7 @@ def options_from_args(args: argparse.Namespace) -> DubOptions:
         face_backend=args.face_backend, pads=tuple(args.pads), smooth_window=args.smooth,
         face=args.face if isinstance(args.face, FaceSelect) else FaceSelect.parse(args.face),
         box=args.box, blend=args.blend, color_match=args.color_match, resize=args.resize,
-        batch_size=args.batch_size, precision=args.precision, crf=args.crf, preset=args.preset,
+        batch_size=args.batch_size, crf=args.crf, preset=args.preset,
         loop=args.loop, keep_video=args.keep_video, fps=args.fps, max_gap=args.max_gap, threads=args.threads)
 
 
@@ -183,11 +187,50 @@ def _dub_one(ls, video: Path, audio: Path, out: Path | None, options: DubOptions
         print(summary.line(), flush=True)
 
 
+@contextlib.contextmanager
+def hide_native_stderr(enabled: bool = True):
+    """Send what native libraries write to file descriptor 2 (mediapipe's absl/TFLite start-up
+    chatter) to /dev/null, while Python's ``sys.stderr`` keeps reaching the terminal."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    old = sys.stderr
+    replaced = False
+    try:
+        if old.fileno() == 2:  # the real stderr: give Python its own copy of the descriptor
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old.encoding, errors="replace")
+            replaced = True
+    except (OSError, ValueError, AttributeError):  # a captured / in-memory stderr: leave it
+        pass
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        if replaced:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    logging.getLogger("lipsync").setLevel(logging.WARNING)
+    with hide_native_stderr(not args.verbose):
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.pairs is None and not (args.video and args.audio):
         parser.error("give --video and --audio, or --pairs CSV")
     if args.pairs is not None and (args.video or args.audio or args.out):
@@ -195,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = options_from_args(args)
         rows = read_pairs(Path(args.pairs)) if args.pairs else None
-        from lipsync.api import LipSync
+        from lipsync.api import LipSync, default_output
+        from lipsync.inference.job import check_paths
+
+        if rows is None:  # report a wrong path before spending time on loading the model
+            check_paths(args.video, args.audio, args.out or default_output(args.video))
 
         ls = LipSync.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
         if rows is None:

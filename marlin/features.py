@@ -19,7 +19,7 @@ import logging
 import os
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,42 +103,53 @@ def prepare_frames(frames: np.ndarray | Tensor, size: int) -> Tensor:
     return x.clamp_(0.0, 1.0).permute(1, 0, 2, 3).contiguous()
 
 
-def iter_windows(frames: Iterable[Any], n_frames: int, sample_rate: int = 2, stride: int = 16
-                 ) -> Iterator[tuple[int, float, list[Any]]]:
+def iter_windows(frames: Iterable[Any], n_frames: int, sample_rate: int = 2, stride: int = 16,
+                 transform: Callable[[Any], Any] | None = None) -> Iterator[tuple[int, float, list[Any]]]:
     """Group a stream of frames into windows (see the module docstring for the rule).
 
     Parameters
     ----------
     frames:
         Objects with ``index``, ``time`` and ``image`` (e.g. :class:`marlin.video.Frame`).
+    n_frames, sample_rate, stride:
+        Window length (sampled frames), frame step, and window step (sampled frames).
+    transform:
+        Applied once to each image that is used (e.g. shrink it); at most ``n_frames *
+        sample_rate`` transformed images are held, whatever the video length.
 
     Yields
     ------
     (start_index, start_time, images)
-        ``images`` is a list of exactly ``n_frames`` images (the last repeated for short videos).
+        ``images`` is a list of exactly ``n_frames`` (transformed) images; the last one is
+        repeated for videos shorter than a window.
     """
-    if sample_rate < 1 or stride < 1:
-        raise ValueError(f"sample_rate and stride must be positive, got {sample_rate}, {stride}")
-    recent: deque[Any] = deque(maxlen=n_frames)
-    head: list[Any] = []  # first frames, kept for the short-video fallback
+    if sample_rate < 1 or stride < 1 or n_frames < 1:
+        raise ValueError(f"n_frames, sample_rate and stride must be positive, "
+                         f"got {n_frames}, {sample_rate}, {stride}")
+    prepare = transform or (lambda image: image)
+    recent: deque[tuple[int, float, Any]] = deque(maxlen=n_frames)
+    head: list[tuple[int, float, Any]] = []  # first frames, for the short-video fallback
     n_sampled = emitted = 0
     for raw_index, frame in enumerate(frames):
-        if len(head) < n_frames * sample_rate:
-            head.append(frame)
+        item = None
+        if not emitted and len(head) < n_frames * sample_rate:
+            item = (frame.index, frame.time, prepare(frame.image))
+            head.append(item)
         if raw_index % sample_rate:
             continue
-        recent.append(frame)
+        recent.append(item or (frame.index, frame.time, prepare(frame.image)))
         n_sampled += 1
         start = n_sampled - n_frames
         if start >= 0 and start % stride == 0:
             emitted += 1
-            yield recent[0].index, recent[0].time, [f.image for f in recent]
-    if emitted == 0 and head:
+            head.clear()
+            yield recent[0][0], recent[0][1], [image for _, _, image in recent]
+    if not emitted and head:
         rate = max(1, len(head) // n_frames)
         picked = head[::rate][:n_frames]
-        images = [f.image for f in picked]
+        images = [image for _, _, image in picked]
         images += [images[-1]] * (n_frames - len(images))
-        yield picked[0].index, picked[0].time, images
+        yield picked[0][0], picked[0][1], images
 
 
 def extract_features(model: Marlin, clips: Tensor, keep_seq: bool = True, batch_size: int | None = None,
@@ -268,8 +279,11 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
 
         bar = tqdm(desc=f"MARLIN {os.path.basename(str(path))}", unit="window")
     try:
-        for start, time, images in iter_windows(frames, cfg.n_frames, sample_rate, stride):
-            pending.append(prepare_frames(np.stack(images), cfg.img_size))
+        def shrink(image: np.ndarray) -> Tensor:  # (H, W, 3) uint8 -> (3, S, S) float in [0, 1]
+            return prepare_frames(image[None], cfg.img_size)[:, 0]
+
+        for start, time, images in iter_windows(frames, cfg.n_frames, sample_rate, stride, shrink):
+            pending.append(torch.stack(images, dim=1))  # (3, T, S, S)
             starts.append(start)
             times.append(time)
             if len(pending) == batch_size:

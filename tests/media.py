@@ -63,7 +63,10 @@ def speech_like(duration: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fraction = 25,
                 audio: np.ndarray | None = None, sr: int = 16000, codec: str = "libx264",
                 rotation: int | None = None) -> Path:
-    """Write RGB uint8 frames (and optional mono float audio) with PyAV. Returns the path."""
+    """Write RGB uint8 frames (and optional mono float audio) with PyAV. Returns the path.
+
+    ``rotation`` (degrees clockwise, as phones tag it) is stored as display-matrix metadata.
+    """
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w") as out:
@@ -80,7 +83,9 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fra
                 if codec == "libx264":
                     vs.options = {"crf": "18", "preset": "veryfast"}
                 if rotation is not None:
-                    vs.metadata["rotate"] = str(rotation)
+                    # FFmpeg 8 drops the legacy clockwise "rotate" tag; PyAV writes a display
+                    # matrix instead, whose angle is counter-clockwise.
+                    vs.set_display_rotation(-rotation)
             for packet in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 out.mux(packet)
         if vs is not None:

@@ -144,22 +144,21 @@ def test_speech_survives_a_lossy_round_trip(tmp_path):
     assert lag < 2100 and np.corrcoef(wav[lag:lag + n], speech[:n])[0, 1] > 0.95
 
 
-def test_growth_path_when_duration_is_unknown(media_dir, monkeypatch):
+def test_small_chunks_give_the_same_result(media_dir, monkeypatch):
     expected = load_audio(media_dir / "stereo44k.mp3")
-    monkeypatch.setattr(audio.io, "_declared_seconds", lambda container, stream: None)
-    monkeypatch.setattr(audio.io, "_UNKNOWN_SECONDS", 0.05)
-    monkeypatch.setattr(audio.io, "_GROW_SECONDS", 0.02)
+    monkeypatch.setattr(audio.io, "_CHUNK_SAMPLES", 1000)  # ~24 chunks instead of one
     np.testing.assert_array_equal(load_audio(media_dir / "stereo44k.mp3"), expected)
 
 
-def test_growable_buffer_grows_and_trims():
-    buf = audio.io._Growable(capacity=5, step=3)
-    chunks = [np.arange(k, dtype=np.float32) + 10 * k for k in (4, 1, 7, 0, 2)]
-    for c in chunks:
-        buf.append(c)
+def test_chunked_buffer_joins_in_order_and_frees_chunks():
+    buf = audio.io._ChunkedBuffer(chunk_samples=5)
+    pieces = [np.arange(k, dtype=np.float32) + 10 * k for k in (4, 1, 7, 0, 2, 5)]
+    for piece in pieces:
+        buf.append(piece)
+    assert len(buf.chunks) == 4  # 19 samples in chunks of 5
     out = buf.finish()
-    np.testing.assert_array_equal(out, np.concatenate(chunks))
-    assert out.shape == (14,) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.concatenate(pieces))
+    assert out.shape == (19,) and out.dtype == np.float32 and buf.chunks == []
 
 
 def check_error(path, *reason_words: str) -> None:

@@ -11,6 +11,8 @@ from marlin.face import (
     FaceDetector,
     FaceTracker,
     TrackConfig,
+    iter_marlin_crops,
+    marlin_crop,
     select_face,
     smooth_series,
     track,
@@ -219,3 +221,18 @@ def test_track_video_pairs_frames_and_tracks(tmp_path, detector):
     assert all(t.found for _, t in pairs) and not pairs[4][1].detected
     tracker = FaceTracker(detector=detector)
     assert tracker.flush() == []
+    crops = list(iter_marlin_crops(path_, size=64, detector=detector, max_gap=2))
+    assert [c.index for c in crops] == list(range(n))
+    for c, (f, t) in zip(crops, pairs):
+        assert c.image.shape == (64, 64, 3) and c.time == f.time
+        assert np.abs(c.image.astype(float) - marlin_crop(f.image, t.box, 64)[0]).mean() < 3
+
+
+def test_haar_backend_tracks_boxes_without_landmarks(photo_box):
+    frames = [place(PHOTO, (H, W), path(i)[:2], path(i)[2]) for i in range(6)]
+    with FaceDetector("haar") as haar:
+        tracks = list(track(frames, haar))
+    assert all(t.found and t.landmarks is None for t in tracks)
+    for i, t in enumerate(tracks):  # Haar boxes differ in size, but sit on the same face
+        e = expected_box(photo_box, *path(i))
+        assert np.abs((t.box[:2] + t.box[2:]) / 2 - (e[:2] + e[2:]) / 2).max() < 0.25 * (e[2] - e[0])

@@ -68,6 +68,11 @@ def test_iter_windows_sampling_and_short_videos():
     (tiny,) = iter_windows(_fake(10), 16, 2, 16)
     assert tiny[2] == list(range(10)) + [9] * 6
     assert list(iter_windows(_fake(0), 16, 2, 16)) == []
+    # a transform is applied once per used frame; windows carry the transformed images
+    calls = []
+    wins = list(iter_windows(_fake(64), 16, 2, 16, transform=lambda im: calls.append(im) or -im))
+    assert wins[1][2] == [-i for i in range(32, 64, 2)]
+    assert len(calls) == len(set(calls)) and set(range(0, 64, 2)) <= set(calls)
 
 
 def test_prepare_frames_centre_crop_and_resize():

@@ -76,7 +76,7 @@ def test_random_init_forward_every_registry_entry(name):
 
 
 def test_pooled_is_norm_of_token_mean():
-    cfg = get_config("vit_tiny")
+    cfg = get_config("vit_tiny", img_size=48, n_frames=8)
     model = Marlin(cfg, with_decoder=False).eval()
     with torch.no_grad():
         for p in model.encoder.norm.parameters():
@@ -146,7 +146,7 @@ def test_patchify_layout_and_roundtrip():
 
 
 def test_reconstruct_keeps_visible_and_fills_masked():
-    cfg = get_config("vit_tiny")
+    cfg = get_config("vit_tiny", img_size=48, n_frames=8)
     model = Marlin(cfg).eval()
     x = torch.rand(2, *cfg.clip_shape)
     mask = make_mask("tube", 2, cfg, generator=torch.Generator().manual_seed(0))
@@ -162,7 +162,7 @@ def test_reconstruct_keeps_visible_and_fills_masked():
 
 
 def test_training_step_gradients():
-    cfg = get_config("vit_tiny")
+    cfg = get_config("vit_tiny", img_size=48, n_frames=8)
     model = Marlin(cfg).train()
     x = torch.rand(2, *cfg.clip_shape)
     mask = make_mask("random", 2, cfg, generator=torch.Generator().manual_seed(0))
@@ -182,7 +182,7 @@ def test_bad_inputs_raise_clear_errors():
     model = Marlin(cfg, with_decoder=False)
     with pytest.raises(RuntimeError, match="no decoder"):
         model(torch.rand(1, *cfg.clip_shape), torch.ones(1, cfg.n_tokens, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"expects clips of shape"):
+    with pytest.raises(ValueError, match=r"expects clips of shape \(B, 3, 16, 112, 112\)"):
         model.extract_features(torch.rand(1, 3, 8, 112, 112))
     full = Marlin(cfg)
     with pytest.raises(ValueError, match="mask must be bool"):

@@ -70,7 +70,7 @@ def test_lpips_loads_torchvision_backbone_file(tmp_path):
     # the shipped linear layers are loaded (not the zero/random init)
     import lpips
 
-    shipped = torch.load(f"{lpips.__path__[0]}/weights/v0.1/alex.pth", weights_only=True)
+    shipped = torch.load(f"{lpips.__path__[0]}/weights/v0.1/alex.pth", map_location="cpu", weights_only=True)
     assert torch.equal(metric.model.lin0.model[1].weight, shipped["lin0.model.1.weight"])
     ref, noisy, _ = _frames()
     assert np.isfinite(metric(noisy, ref)).all()

@@ -10,7 +10,6 @@ from lipsync.models import (
     MODELS,
     MarlinLipConfig,
     MarlinLipGenerator,
-    MarlinSyncNet,
     MarlinWeightsError,
     create_model,
     prepare_for_inference,
@@ -51,7 +50,8 @@ def test_tokens_to_frame_maps_layout():
     assert maps.shape == (2 * cfg.n_frames, e // 2, h, w)
     b, tt, hh, ww, k = 1, 3, 2, 5, 1
     frame = b * cfg.n_frames + 2 * tt + k
-    torch.testing.assert_close(maps[frame, :, hh, ww], tokens[b, (tt * h + hh) * w + ww, k * e // 2:(k + 1) * e // 2])
+    token = tokens[b, (tt * h + hh) * w + ww]
+    torch.testing.assert_close(maps[frame, :, hh, ww], token[k * e // 2:(k + 1) * e // 2])
     with pytest.raises(ValueError, match="tokens must be"):
         tokens_to_frame_maps(tokens[:, :-1], cfg)
 
@@ -61,7 +61,7 @@ def test_tokens_to_frame_maps_layout():
 def test_generator_shapes_every_size_meta(name, size):
     """Every registry size at every output size, on the meta device (shapes only, no compute)."""
     with torch.device("meta"):
-        model = create_model(name, img_size=size)
+        model = create_model(name, img_size=size).to("meta")  # MARLIN builds its sinusoid table on the CPU
         faces, mels = torch.empty(2, 6, 16, size, size), torch.empty(2, 16, 1, 80, 16)
         out = model(faces, mels)
         out4 = model(faces[0].transpose(0, 1), mels[0])
@@ -79,7 +79,7 @@ def test_generator_shapes_every_size_meta(name, size):
 def test_paper_scale_shapes():
     """ViT-B: (B, 1568, 768) -> (B*16, 384, 14, 14); the first decoder block takes 768 + 6."""
     with torch.device("meta"):
-        model = create_model("marlin_lip_base")
+        model = create_model("marlin_lip_base").to("meta")
         tokens = model.encode(torch.empty(2, 6, 16, 96, 96))
         maps = tokens_to_frame_maps(tokens, model.marlin_config)
     assert tokens.shape == (2, 1568, 768)
@@ -182,7 +182,7 @@ def test_inference_copy_of_marlin_generator(tiny):
 @pytest.mark.parametrize("name", SYNC_NAMES)
 def test_sync_expert_shapes_meta(name):
     with torch.device("meta"):
-        model = create_model(name)
+        model = create_model(name).to("meta")
         audio, video = model(torch.empty(2, 1, 80, 64), torch.empty(2, 3, 16, 48, 96))
     assert audio.shape == video.shape == (2, model.config.embed_dim)
 

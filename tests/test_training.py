@@ -17,10 +17,29 @@ import torch
 from torch import nn
 
 from marlin.training import (
-    MetricLogger, NonFiniteLossError, ResumableBatchSampler, TrainingError, atomic_torch_save,
-    atomic_write, check_finite, load_training_state, lr_factor, make_loader, save_training_state,
-    seed_everything, warmup_cosine,
+    MetricLogger,
+    NonFiniteLossError,
+    ResumableBatchSampler,
+    TrainingError,
+    atomic_torch_save,
+    atomic_write,
+    check_finite,
+    load_training_state,
+    lr_factor,
+    make_loader,
+    save_training_state,
+    seed_everything,
+    warmup_cosine,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- atomic saves
@@ -55,7 +74,7 @@ def test_sigkill_during_save_never_corrupts_latest(tmp_path):
             time.sleep(60)
         atomic_write({str(path)!r}, write)
     """)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout.readline().strip() == b"mid-write"
@@ -95,7 +114,7 @@ def _train(out, steps, stop_at=None, resume=False):
     sampler = ResumableBatchSampler(5, 3, seed=1, start_step=start)
     batches = iter(make_loader(NoisyData(), sampler, seed=1))
     losses = []
-    for step in range(start, stop_at or steps):
+    for _ in range(start, stop_at or steps):
         x, y = next(batches)
         x = x + 0.01 * float(np.random.standard_normal()) + 0.01 * random.random()  # noqa: NPY002
         loss = ((model(x) - y) ** 2).mean()

@@ -103,8 +103,9 @@ def sync_correlation(measured: np.ndarray, demanded: np.ndarray, max_lag: int = 
     return SyncScore(r0, best, best_lag, int(np.isfinite(m).sum()))
 
 
-def mouth_region_error(frames: np.ndarray, reference: np.ndarray, mouth_boxes: np.ndarray,
-                       margin: float = 0.3) -> float:
+def mouth_region_error(
+    frames: np.ndarray, reference: np.ndarray, mouth_boxes: np.ndarray, margin: float = 0.3
+) -> float:
     """Mean absolute difference (8-bit levels) inside the reference's lip boxes.
 
     Parameters

@@ -173,7 +173,10 @@ class Engine:
                 yield index, image
 
         n_src = 0
-        for i, image, track in self._tracked(until_out(decoded), stage, cache):
+        tracked = self._tracked(until_out(decoded), stage, cache)
+        if opts.threads:  # detection and tracking run beside generation and encoding
+            tracked = prefetch(tracked, opts.batch_size)
+        for i, image, track in tracked:
             n_src = i + 1
             yield _Item(i, i, image, track)
         if rest:  # the video outlasts the audio

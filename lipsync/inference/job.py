@@ -138,17 +138,22 @@ class Job:
             self.detector = None
 
 
-def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike | None,
-                options: DubOptions, convention: str, crop_size: int) -> Job:
-    """Check the inputs and build a :class:`Job` (``out=None``: no output file, for streaming)."""
+def check_paths(video: str | os.PathLike, audio: str | os.PathLike,
+                out: str | os.PathLike | None) -> tuple[Path, Path, Path | None]:
+    """Cheap checks first: both inputs exist and are files; the output can be written."""
     v, a = Path(video), Path(audio)
     for p, what in ((v, "video"), (a, "audio")):
         if not p.exists():
             raise DubError(f"{what} {p}: no such file")
         if p.is_dir():
             raise DubError(f"{what} {p}: is a directory, not a file")
-    if out is not None:
-        out = check_output(Path(out), [v, a])
+    return v, a, (None if out is None else check_output(Path(out), [v, a]))
+
+
+def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike | None,
+                options: DubOptions, convention: str) -> Job:
+    """Check the inputs and build a :class:`Job` (``out=None``: no output file, for streaming)."""
+    v, a, out = check_paths(video, audio, out)
     try:
         source = FrameSource(v, image_fps=options.fps)
     except VideoError as e:

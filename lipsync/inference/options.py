@@ -66,8 +66,7 @@ class DubOptions:
     blend: str = "lower_face"  # soft mask shape: lower_face | mouth | crop
     color_match: bool = False  # match the generated face's colour to the frame around the mask edge
     resize: float = 1.0  # detect on frames shrunk by this factor (output keeps the input size)
-    batch_size: int = 32  # frames per generator batch (also bounds the frames in flight)
-    precision: str = "auto"  # auto (fp16 on cuda, fp32 elsewhere) | fp32 | fp16 | bf16
+    batch_size: int = 16  # frames per generator batch (also bounds the frames in flight)
     crf: int = 18  # x264 constant rate factor (0 = lossless, 51 = worst)
     preset: str = "veryfast"  # x264 speed preset
     loop: str = "pingpong"  # when the audio outlasts the video: pingpong | loop | freeze
@@ -95,8 +94,6 @@ class DubOptions:
             problems.append(f"resize factor {self.resize} must be >= 1")
         if self.batch_size < 1:
             problems.append(f"batch size {self.batch_size} must be >= 1")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not 0 <= self.crf <= 51:
             problems.append(f"crf {self.crf} must be in 0..51")
         if self.loop not in LOOP_MODES:

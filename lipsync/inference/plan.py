@@ -84,7 +84,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """Compute dtype for the generator: ``auto`` is fp16 on cuda and fp32 elsewhere."""
+    """Compute dtype for an explicit precision (``auto`` here: fp16 on cuda, fp32 elsewhere;
+    :class:`~lipsync.inference.runner.GeneratorRunner` refines ``auto`` by testing the model)."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -28,6 +28,24 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+AUTO_TOLERANCE = 3 / 255  # a faster dtype is used by "auto" only if it stays this close to fp32
+
+
+def _bf16_on_cpu() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _prepare(model: nn.Module, dtype: torch.dtype, optimize: bool) -> nn.Module:
+    if optimize:  # BatchNorm folded into the convolutions, channels-last weights, dtype
+        from lipsync.models import prepare_for_inference
+
+        return prepare_for_inference(model, dtype=dtype)
+    return model.to(dtype) if dtype != torch.float32 else model
+
+
 class GeneratorRunner:
     """Batched, device-agnostic inference for one generator.
 
@@ -35,25 +53,51 @@ class GeneratorRunner:
     ----------
     model : a ``lipsync.models`` generator (``img_size``, ``frames_per_window`` attributes)
     device : where to run it
-    dtype : compute dtype (fp32, or fp16 / bf16 through autocast)
+    precision : "fp32", "fp16", "bf16", or "auto": fp16 on cuda, bf16 on a cpu with native
+        bf16 (AVX-512 BF16 / AMX), fp32 otherwise -- a reduced precision is kept only when it
+        runs and stays within ``AUTO_TOLERANCE`` of fp32 on a test batch
+    optimize : fold BatchNorm and use channels-last weights (``lipsync.models.prepare_for_inference``)
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
+    def __init__(self, model: nn.Module, device: torch.device, precision: str = "auto",
                  optimize: bool = True) -> None:
-        model = model.eval().to(device)
-        if optimize:  # BatchNorm folded into the convolutions, channels-last weights, dtype
-            from lipsync.models import prepare_for_inference
+        from .plan import resolve_dtype
 
-            model = prepare_for_inference(model, dtype=dtype)
-        elif dtype != torch.float32:
-            model = model.to(dtype)
+        model = model.eval().to(device)
         model.requires_grad_(False)
-        self.model = model
         self.device = device
-        self.dtype = dtype
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
         self.has_encoder = callable(getattr(model, "encode", None)) and self.window > 1
+        if precision != "auto":
+            self.dtype = resolve_dtype(precision, device)
+            self.model = _prepare(model, self.dtype, optimize)
+            return
+        fast = {"cuda": torch.float16, "cpu": torch.bfloat16 if _bf16_on_cpu() else None}.get(device.type)
+        self.dtype, self.model = torch.float32, _prepare(model, torch.float32, optimize)
+        if fast is not None:
+            self._try_dtype(model, fast, optimize)
+
+    def _try_dtype(self, model: nn.Module, dtype: torch.dtype, optimize: bool) -> None:
+        """Switch to ``dtype`` if the model runs in it and agrees with fp32 on a random batch."""
+        g = torch.Generator().manual_seed(0)
+        n = self.window
+        crops = torch.randint(0, 256, (n, self.size, self.size, 3), generator=g, dtype=torch.uint8).numpy()
+        mels = (torch.rand((n, 80, 16), generator=g) * 8 - 4).numpy()
+        reference = self(crops, mels).astype(np.int16)
+        fp32 = (self.dtype, self.model)
+        try:
+            self.dtype, self.model = dtype, _prepare(model, dtype, optimize)
+            diff = np.abs(self(crops, mels).astype(np.int16) - reference).max() / 255
+        except (RuntimeError, NotImplementedError, TypeError) as e:
+            log.info("%s does not run in %s here (%s); using fp32", type(model).__name__, dtype, e)
+            self.dtype, self.model = fp32
+            return
+        if diff > AUTO_TOLERANCE:
+            log.info("%s in %s differs from fp32 by %.4f; using fp32", type(model).__name__, dtype, diff)
+            self.dtype, self.model = fp32
+        else:
+            log.info("running %s in %s (max difference to fp32 %.4f)", type(model).__name__, dtype, diff)
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None) -> np.ndarray:

@@ -8,7 +8,9 @@ as pytorch-fid feeds its PNG/JPG files: RGB scaled to [0, 1]; the network resize
 
 Statistics are accumulated in float64 one batch at a time (memory stays at one 2048 x 2048
 matrix whatever the number of frames); the covariance uses the N - 1 denominator, as
-``numpy.cov`` does in pytorch-fid.
+``numpy.cov`` does in pytorch-fid. The trace of the matrix square root is taken from symmetric
+eigendecompositions (same value as pytorch-fid's ``scipy.linalg.sqrtm``, about 20x faster);
+``method="sqrtm"`` runs pytorch-fid's procedure instead.
 """
 
 from __future__ import annotations
@@ -27,33 +29,33 @@ log = logging.getLogger(__name__)
 FID_DIMS = 2048
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+def _sqrt_psd(s: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (negative rounding
+    errors in the eigenvalues are clipped to 0)."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
-    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``. When the matrix
-    square root is not finite (singular product), ``eps * I`` is added to both covariances, and a
-    numerically complex root is reduced to its real part, as pytorch-fid does.
 
-    Parameters
-    ----------
-    mu1, mu2 : (D,) means
-    sigma1, sigma2 : (D, D) covariances
-    eps : diagonal offset used only when the plain square root is not finite
+def trace_sqrt_product(
+    sigma1: np.ndarray, sigma2: np.ndarray, method: str = "eigh", eps: float = 1e-6
+) -> float:
+    """``tr(sqrtm(sigma1 @ sigma2))`` for covariance matrices.
 
-    Returns
-    -------
-    float, >= 0 up to rounding
+    ``"eigh"`` (default): ``sum(sqrt(eig(A sigma2 A)))`` with ``A = sqrtm(sigma1)``, symmetric
+    eigendecompositions only; equal to the other form for PSD matrices (the products are similar
+    matrices) and some 20x faster at 2048 x 2048. ``"sqrtm"``: pytorch-fid's procedure, scipy's
+    general ``sqrtm`` of the product; ``eps * I`` is added to both covariances when the root is
+    not finite, and the real part is kept.
     """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"inconsistent Gaussian shapes: mu {mu1.shape} / {mu2.shape}, "
-                         f"sigma {sigma1.shape} / {sigma2.shape}")
-    diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if method == "eigh":
+        a = _sqrt_psd(sigma1)
+        w = np.linalg.eigvalsh(a @ sigma2 @ a)
+        return float(np.sqrt(np.clip(w, 0, None)).sum())
+    if method != "sqrtm":
+        raise ValueError(f"unknown method {method!r}; choose 'eigh' or 'sqrtm'")
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
-        warnings.warn(f"FID: singular covariance product; adding {eps} to the diagonals", stacklevel=2)
+        warnings.warn(f"FID: singular covariance product; adding {eps} to the diagonals", stacklevel=3)
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
@@ -61,7 +63,41 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         if imag > 1e-3:
             raise ValueError(f"FID: matrix square root has a large imaginary component ({imag:.3g})")
         covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(np.trace(covmean))
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "eigh"
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``; see
+    :func:`trace_sqrt_product` for ``method``. With fewer samples than dimensions the
+    covariances are singular; "eigh" then needs no regularisation, and differs from pytorch-fid's
+    ``eps``-regularised value by O(sqrt(eps)) per dimension.
+
+    Parameters
+    ----------
+    mu1, mu2 : (D,) means
+    sigma1, sigma2 : (D, D) covariances
+
+    Returns
+    -------
+    float, >= 0 up to rounding
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"inconsistent Gaussian shapes: mu {mu1.shape} / {mu2.shape}, "
+            f"sigma {sigma1.shape} / {sigma2.shape}"
+        )
+    diff = mu1 - mu2
+    tr = trace_sqrt_product(sigma1, sigma2, method)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr)
 
 
 class ActivationStats:
@@ -100,7 +136,9 @@ class ActivationStats:
             return
         d = other._shift - self._shift  # re-express other's sums around our shift
         s = other._sum + other.count * d
-        self._outer += other._outer + np.outer(other._sum, d) + np.outer(d, other._sum) + other.count * np.outer(d, d)
+        self._outer += (
+            other._outer + np.outer(other._sum, d) + np.outer(d, other._sum) + other.count * np.outer(d, d)
+        )
         self._sum += s
         self.count += other.count
 
@@ -118,9 +156,9 @@ class ActivationStats:
         return (self._outer - self.count * np.outer(m, m)) / (self.count - 1)
 
 
-def fid_from_stats(a: ActivationStats, b: ActivationStats) -> float:
-    """FID between two accumulated activation sets."""
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+def fid_from_stats(a: ActivationStats, b: ActivationStats, method: str = "eigh") -> float:
+    """FID between two accumulated activation sets (see :func:`frechet_distance`)."""
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov, method)
 
 
 @contextlib.contextmanager
@@ -210,8 +248,9 @@ class FIDExtractor:
     batch_size : frames per forward pass
     """
 
-    def __init__(self, weights: str | Path | None, device: str | torch.device | None = None,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self, weights: str | Path | None, device: str | torch.device | None = None, batch_size: int = 32
+    ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = build_inception(weights).to(self.device)
         self.batch_size = batch_size
@@ -224,7 +263,7 @@ class FIDExtractor:
             raise ValueError(f"frames must be (B, H, W, 3) RGB; got {frames.shape}")
         out = []
         for i in range(0, len(frames), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i: i + self.batch_size])).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.batch_size])).to(self.device)
             x = x.permute(0, 3, 1, 2).float() / 255.0
             out.append(self.model(x)[0].flatten(1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, FID_DIMS))

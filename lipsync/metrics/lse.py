@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,8 +72,12 @@ def n_windows(n_frames: int, n_samples: int) -> int:
     return max(0, min(int(n_frames), int(n_samples) // SAMPLES_PER_FRAME) - WINDOW)
 
 
-def offset_distances(video_emb: np.ndarray | torch.Tensor, audio_emb: np.ndarray | torch.Tensor,
-                     vshift: int = VSHIFT, eps: float = PAIRWISE_EPS) -> np.ndarray:
+def offset_distances(
+    video_emb: np.ndarray | torch.Tensor,
+    audio_emb: np.ndarray | torch.Tensor,
+    vshift: int = VSHIFT,
+    eps: float = PAIRWISE_EPS,
+) -> np.ndarray:
     """Distance of every video window to the audio windows at ``2 * vshift + 1`` offsets.
 
     Parameters
@@ -110,8 +115,9 @@ def lse_from_distances(dists: np.ndarray, vshift: int = VSHIFT) -> LSEScore:
     return LSEScore(lse_d=lo, lse_c=med - lo, offset=vshift - k, mdist=mdist, n_windows=dists.shape[0])
 
 
-def score_embeddings(video_emb: np.ndarray | torch.Tensor, audio_emb: np.ndarray | torch.Tensor,
-                     vshift: int = VSHIFT) -> LSEScore:
+def score_embeddings(
+    video_emb: np.ndarray | torch.Tensor, audio_emb: np.ndarray | torch.Tensor, vshift: int = VSHIFT
+) -> LSEScore:
     """LSE scores from per-window SyncNet embeddings (N, D) of the two streams."""
     return lse_from_distances(offset_distances(video_emb, audio_emb, vshift), vshift)
 
@@ -140,9 +146,11 @@ def mfcc_windows(mfcc: np.ndarray, start: int, stop: int) -> torch.Tensor:
     """MFCC windows for video frames ``start .. stop-1``: (stop - start, 1, 13, 20) float32,
     window ``v`` = columns ``[4v, 4v + 20)`` of the (13, T) MFCC."""
     if stop > start and MFCC_PER_FRAME * (stop - 1) + MFCC_WINDOW > mfcc.shape[1]:
-        raise LSEError(f"MFCC has {mfcc.shape[1]} columns; frame {stop - 1} needs "
-                       f"{MFCC_PER_FRAME * (stop - 1) + MFCC_WINDOW}")
-    cols = [mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + MFCC_WINDOW] for v in range(start, stop)]
+        raise LSEError(
+            f"MFCC has {mfcc.shape[1]} columns; frame {stop - 1} needs "
+            f"{MFCC_PER_FRAME * (stop - 1) + MFCC_WINDOW}"
+        )
+    cols = [mfcc[:, MFCC_PER_FRAME * v : MFCC_PER_FRAME * v + MFCC_WINDOW] for v in range(start, stop)]
     return torch.from_numpy(np.ascontiguousarray(np.stack(cols), np.float32)).unsqueeze(1)
 
 
@@ -154,10 +162,86 @@ def lip_windows(frames: np.ndarray) -> torch.Tensor:
     return clip.unfold(1, WINDOW, 1).permute(1, 0, 4, 2, 3)
 
 
+class LipEmbedder:
+    """Streams 224x224 crops through ``forward_lip``, holding at most ``batch_size + 4`` frames.
+
+    ``push`` frames one at a time; ``finish(limit)`` returns the (n, D) embeddings of the windows
+    starting at frames ``0 .. n-1`` with ``n = min(frames - 4, limit)``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch_size: int = 20,
+        device: str | torch.device | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.device = device if device is not None else next(model.parameters()).device
+        self.limit = limit  # no more windows than this are embedded (the audio's bound)
+        self.n_frames = 0
+        self._buf: list[np.ndarray] = []
+        self._out: list[torch.Tensor] = []
+        self._done = 0
+
+    def push(self, frame: np.ndarray) -> None:
+        """Add the next (224, 224, 3) uint8 RGB crop."""
+        frame = np.asarray(frame)
+        if frame.shape != (CROP_SIZE, CROP_SIZE, 3):
+            raise LSEError(f"frames must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8 RGB crops; got {frame.shape}")
+        self._buf.append(frame)
+        self.n_frames += 1
+        self._flush(final=False)
+
+    @torch.no_grad()
+    def _flush(self, final: bool) -> None:
+        need = WINDOW if final else WINDOW + self.batch_size - 1
+        while len(self._buf) >= need and (self.limit is None or self._done < self.limit):
+            take = min(len(self._buf) - WINDOW + 1, self.batch_size)
+            if self.limit is not None:
+                take = min(take, self.limit - self._done)
+            lips = lip_windows(np.stack(self._buf[: take + WINDOW - 1]))
+            self._out.append(self.model.forward_lip(lips.to(self.device)).float().cpu())
+            self._done += take
+            self._buf = self._buf[take:]
+        if self.limit is not None and self._done >= self.limit:
+            self._buf = self._buf[-(WINDOW - 1) :] if WINDOW > 1 else []
+
+    def finish(self) -> torch.Tensor:
+        """(n, D) float32 CPU embeddings of every window embedded (see the class doc)."""
+        self._flush(final=True)
+        self._buf = []
+        return torch.cat(self._out) if self._out else torch.zeros(0, 0)
+
+
 @torch.no_grad()
-def syncnet_embeddings(model: torch.nn.Module, frames: Iterable[np.ndarray], wav: np.ndarray,
-                       batch_size: int = 20, device: str | torch.device | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_embeddings(
+    model: torch.nn.Module,
+    wav: np.ndarray,
+    n: int,
+    batch_size: int = 20,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """``forward_aud`` of the MFCC windows of video frames ``0 .. n-1``: (n, D) float32 CPU."""
+    device = device if device is not None else next(model.parameters()).device
+    mfcc = syncnet_mfcc(wav)
+    model.eval()
+    return torch.cat(
+        [
+            model.forward_aud(mfcc_windows(mfcc, a, b).to(device)).float().cpu()
+            for a, b in _batches(n, batch_size)
+        ]
+    )
+
+
+def syncnet_embeddings(
+    model: torch.nn.Module,
+    frames: Iterable[np.ndarray],
+    wav: np.ndarray,
+    batch_size: int = 20,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window SyncNet v2 embeddings of one 25 fps clip, streaming over its frames.
 
     Parameters
@@ -173,43 +257,23 @@ def syncnet_embeddings(model: torch.nn.Module, frames: Iterable[np.ndarray], wav
     Returns
     -------
     video_emb, audio_emb : (n, D) float32 CPU tensors, ``n = n_windows(N, S)``
+
+    Raises
+    ------
+    LSEError when ``n < 1`` (fewer than 6 frames or 0.24 s of audio).
     """
     wav = np.asarray(wav)
-    if device is None:
-        device = next(model.parameters()).device
-    limit = len(wav) // SAMPLES_PER_FRAME - WINDOW  # windows the audio allows
-    model.eval()
-    vids: list[torch.Tensor] = []
-    done = 0  # windows embedded so far
-    buf: list[np.ndarray] = []
-    n_frames = 0
-
-    def flush(final: bool) -> None:
-        nonlocal buf, done
-        while len(buf) >= WINDOW + (0 if final else batch_size - 1) and done < limit:
-            take = min(len(buf) - WINDOW + 1, batch_size, limit - done)
-            lips = lip_windows(np.stack(buf[: take + WINDOW - 1]))
-            vids.append(model.forward_lip(lips.to(device)).float().cpu())
-            done += take
-            buf = buf[take:]
-
+    lips = LipEmbedder(model, batch_size, device, limit=max(0, len(wav) // SAMPLES_PER_FRAME - WINDOW))
     for frame in frames:
-        frame = np.asarray(frame)
-        if frame.shape != (CROP_SIZE, CROP_SIZE, 3):
-            raise LSEError(f"frames must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8 RGB crops; got {frame.shape}")
-        buf.append(frame)
-        n_frames += 1
-        flush(final=False)
-    flush(final=True)
-    n = n_windows(n_frames, len(wav))
+        lips.push(frame)
+    video_emb = lips.finish()
+    n = n_windows(lips.n_frames, len(wav))
     if n < 1:
-        raise LSEError(f"clip too short for SyncNet: {n_frames} frames and {len(wav) / SAMPLE_RATE:.2f} s of "
-                       f"audio (needs {WINDOW + 1} frames = {(WINDOW + 1) / FPS:.2f} s of both)")
-    video_emb = torch.cat(vids)[:n]
-    mfcc = syncnet_mfcc(wav)
-    auds = [model.forward_aud(mfcc_windows(mfcc, a, b).to(device)).float().cpu()
-            for a, b in _batches(n, batch_size)]
-    return video_emb, torch.cat(auds)
+        raise LSEError(
+            f"clip too short for SyncNet: {lips.n_frames} frames and {len(wav) / SAMPLE_RATE:.2f} s of "
+            f"audio (needs {WINDOW + 1} frames = {(WINDOW + 1) / FPS:.2f} s of both)"
+        )
+    return video_emb[:n], audio_embeddings(model, wav, n, batch_size, device)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
@@ -217,15 +281,115 @@ def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
         yield i, min(n, i + batch_size)
 
 
-def score_clip(model: torch.nn.Module, frames: Iterable[np.ndarray], wav: np.ndarray, vshift: int = VSHIFT,
-               batch_size: int = 20, device: str | torch.device | None = None) -> LSEScore:
+def score_clip(
+    model: torch.nn.Module,
+    frames: Iterable[np.ndarray],
+    wav: np.ndarray,
+    vshift: int = VSHIFT,
+    batch_size: int = 20,
+    device: str | torch.device | None = None,
+) -> LSEScore:
     """LSE-D / LSE-C / AV offset of one clip (inputs as in :func:`syncnet_embeddings`)."""
     video_emb, audio_emb = syncnet_embeddings(model, frames, wav, batch_size, device)
     return score_embeddings(video_emb, audio_emb, vshift)
+
+
+def score_runs(
+    model: torch.nn.Module,
+    items: Iterable[tuple[int, np.ndarray | None]],
+    wav: np.ndarray,
+    vshift: int = VSHIFT,
+    batch_size: int = 20,
+    device: str | torch.device | None = None,
+) -> tuple[LSEScore, int, int]:
+    """LSE on the longest run of consecutive frames that have a face crop.
+
+    Parameters
+    ----------
+    items : ``(frame index, crop or None)`` at 25 fps, in order (None: no face in that frame)
+    wav : the whole clip's (S,) 16 kHz audio; a run starting at frame k uses ``wav[640 k:]``
+
+    Returns
+    -------
+    (score, first frame of the run, frames in the run). Only the lip embeddings of runs are
+    kept while streaming, never frames.
+
+    Raises
+    ------
+    LSEError when no run is long enough to score.
+    """
+    wav = np.asarray(wav)
+    runs: list[tuple[int, int, torch.Tensor]] = []  # (start, n_frames, lip embeddings)
+    cur: LipEmbedder | None = None
+    start = 0
+
+    def close() -> None:
+        nonlocal cur
+        if cur is not None:
+            runs.append((start, cur.n_frames, cur.finish()))
+            cur = None
+
+    for index, crop in items:
+        if crop is None:
+            close()
+            continue
+        if cur is None:
+            start = index
+            avail = max(0, (len(wav) - start * SAMPLES_PER_FRAME) // SAMPLES_PER_FRAME - WINDOW)
+            cur = LipEmbedder(model, batch_size, device, limit=avail)
+        cur.push(crop)
+    close()
+    best = None
+    for start_, n_frames, emb in runs:
+        n = n_windows(n_frames, len(wav) - start_ * SAMPLES_PER_FRAME)
+        if n >= 1 and (best is None or n_frames > best[1]):
+            best = (start_, n_frames, emb[:n])
+    if best is None:
+        longest = max((r[1] for r in runs), default=0)
+        raise LSEError(
+            f"no face run long enough for SyncNet (longest run {longest} frames with audio; "
+            f"needs {WINDOW + 1})"
+        )
+    start_, n_frames, video_emb = best
+    seg = wav[start_ * SAMPLES_PER_FRAME :]
+    audio_emb = audio_embeddings(model, seg, len(video_emb), batch_size, device)
+    return score_embeddings(video_emb, audio_emb, vshift), start_, n_frames
+
+
+def score_video(
+    model: torch.nn.Module,
+    path: str | Path,
+    mode: str = "whole",
+    detector=None,
+    vshift: int = VSHIFT,
+    batch_size: int = 20,
+    device: str | torch.device | None = None,
+) -> tuple[LSEScore, int, int]:
+    """LSE of a video file with its own audio track.
+
+    ``mode="whole"``: whole frames resized to 224 (LRS2 face-crop clips); ``"wild"``: face
+    tracked and cropped as syncnet_python's pipeline does (see :mod:`lipsync.metrics.clips`).
+    Returns ``(score, first frame scored, frames scored)``.
+    """
+    from audio import load_audio
+
+    from . import clips
+
+    if mode not in clips.LSE_MODES:
+        raise ValueError(f"unknown LSE mode {mode!r}; choose one of {clips.LSE_MODES}")
+    wav = load_audio(path, SAMPLE_RATE)
+    if mode == "whole":
+        items: Iterable[tuple[int, np.ndarray | None]] = enumerate(clips.whole_frames(path))
+    else:
+        items = clips.wild_crops(path, detector)
+    return score_runs(model, items, wav, vshift, batch_size, device)
 
 
 def mean_scores(scores: list[LSEScore]) -> dict[str, float]:
     """Arithmetic mean over clips, as the published scripts report (NaN for an empty list)."""
     if not scores:
         return {"lse_d": math.nan, "lse_c": math.nan}
-    return {"lse_d": float(np.mean([s.lse_d for s in scores])), "lse_c": float(np.mean([s.lse_c for s in scores]))}
+    return {
+        "lse_d": float(np.mean([s.lse_d for s in scores])),
+        "lse_c": float(np.mean([s.lse_c for s in scores])),
+    }

@@ -33,19 +33,26 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 
 
-def _pairs(gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor,
-           dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = torch.as_tensor(np.asarray(gen) if isinstance(gen, np.ndarray) else gen), torch.as_tensor(
-        np.asarray(ref) if isinstance(ref, np.ndarray) else ref)
+def _pairs(
+    gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = (
+        torch.as_tensor(np.asarray(gen) if isinstance(gen, np.ndarray) else gen),
+        torch.as_tensor(np.asarray(ref) if isinstance(ref, np.ndarray) else ref),
+    )
     if a.shape != b.shape or a.ndim not in (3, 4) or a.shape[-1] != 3:
-        raise ValueError(f"frame pairs must be two (B, H, W, 3) arrays of one shape; got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise ValueError(
+            f"frame pairs must be two (B, H, W, 3) arrays of one shape; got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
     if a.ndim == 3:
         a, b = a[None], b[None]
     return a.to(dtype), b.to(a.device, dtype)
 
 
-def psnr(gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, data_range: float = 255.0) -> np.ndarray:
+def psnr(
+    gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, data_range: float = 255.0
+) -> np.ndarray:
     """Per-pair PSNR in dB: (B,) float64 from (B, H, W, 3) frames in [0, data_range]."""
     a, b = _pairs(gen, ref)
     mse = ((a - b) ** 2).flatten(1).mean(1).cpu().numpy()
@@ -54,8 +61,12 @@ def psnr(gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, data_ra
     return np.minimum(out, PSNR_CAP)
 
 
-def ssim(gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, data_range: float = 255.0,
-         dtype: torch.dtype = torch.float64) -> np.ndarray:
+def ssim(
+    gen: np.ndarray | torch.Tensor,
+    ref: np.ndarray | torch.Tensor,
+    data_range: float = 255.0,
+    dtype: torch.dtype = torch.float64,
+) -> np.ndarray:
     """Per-pair SSIM: (B,) float64 from (B, H, W, 3) frames (scikit-image defaults, see module doc).
 
     Frames must be at least 7x7. ``dtype`` float32 is faster on a GPU (differences ~1e-6).
@@ -94,8 +105,10 @@ def _backbone_state(raw: dict, own_keys: list[str], path: str | Path) -> dict:
         else:
             missing.append(src)
     if missing:
-        raise ValueError(f"{path}: not ImageNet backbone weights for this LPIPS net "
-                         f"(missing {len(missing)} keys, e.g. {missing[0]})")
+        raise ValueError(
+            f"{path}: not ImageNet backbone weights for this LPIPS net "
+            f"(missing {len(missing)} keys, e.g. {missing[0]})"
+        )
     return out
 
 
@@ -112,8 +125,14 @@ class LPIPSMetric:
     seed : seeds the random backbone when ``backbone`` is None
     """
 
-    def __init__(self, net: str = "alex", backbone: str | Path | None = None, lin: str | Path | None = None,
-                 device: str | torch.device | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        net: str = "alex",
+        backbone: str | Path | None = None,
+        lin: str | Path | None = None,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ) -> None:
         if net not in LPIPS_NETS:
             raise ValueError(f"unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}")
         from lipsync.compat import import_torchvision
@@ -141,21 +160,24 @@ class LPIPSMetric:
             model.load_state_dict(state, strict=False)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
-            raise ValueError(f"{backbone or lin}: weights do not fit the LPIPS {net!r} network ({first})") from e
+            raise ValueError(
+                f"{backbone or lin}: weights do not fit the LPIPS {net!r} network ({first})"
+            ) from e
         self.net = net
         self.random_backbone = backbone is None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()
-    def __call__(self, gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor,
-                 batch_size: int = 16) -> np.ndarray:
+    def __call__(
+        self, gen: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, batch_size: int = 16
+    ) -> np.ndarray:
         """Per-pair LPIPS: (B,) float64 from (B, H, W, 3) uint8 RGB frames (lower is closer)."""
         a, b = _pairs(gen, ref, torch.float32)
         out = []
         for i in range(0, len(a), batch_size):
-            x = a[i: i + batch_size].to(self.device).permute(0, 3, 1, 2) / 127.5 - 1.0
-            y = b[i: i + batch_size].to(self.device).permute(0, 3, 1, 2) / 127.5 - 1.0
+            x = a[i : i + batch_size].to(self.device).permute(0, 3, 1, 2) / 127.5 - 1.0
+            y = b[i : i + batch_size].to(self.device).permute(0, 3, 1, 2) / 127.5 - 1.0
             out.append(self.model(x, y).flatten().double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 

@@ -47,18 +47,52 @@ class WeightSpec:
 WEIGHTS: dict[str, WeightSpec] = {
     s.key: s
     for s in (
-        WeightSpec("syncnet_v2", "syncnet_v2.model", "--syncnet-v2", "SyncNet v2 (LSE-D / LSE-C)",
-                   "syncnet_python's download_model.sh"),
-        WeightSpec("fid_inception", "pt_inception-2015-12-05-6726825d.pth", "--fid-weights",
-                   "FID Inception", "the pytorch-fid release 'fid_weights'", torch_hub=True),
-        WeightSpec("lpips_alex", "alexnet-owt-7be5be79.pth", "--lpips-weights", "LPIPS AlexNet backbone",
-                   "torchvision's ImageNet AlexNet weights", torch_hub=True),
-        WeightSpec("lpips_vgg", "vgg16-397923af.pth", "--lpips-weights", "LPIPS VGG16 backbone",
-                   "torchvision's ImageNet VGG16 weights", torch_hub=True),
-        WeightSpec("lpips_squeeze", "squeezenet1_1-b8a52dc0.pth", "--lpips-weights",
-                   "LPIPS SqueezeNet backbone", "torchvision's ImageNet SqueezeNet 1.1 weights", torch_hub=True),
-        WeightSpec("sync_expert", "sync_expert.safetensors", "--sync-expert",
-                   "this project's sync expert", "python -m lipsync.train_syncnet"),
+        WeightSpec(
+            "syncnet_v2",
+            "syncnet_v2.model",
+            "--syncnet-v2",
+            "SyncNet v2 (LSE-D / LSE-C)",
+            "syncnet_python's download_model.sh",
+        ),
+        WeightSpec(
+            "fid_inception",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "--fid-weights",
+            "FID Inception",
+            "the pytorch-fid release 'fid_weights'",
+            torch_hub=True,
+        ),
+        WeightSpec(
+            "lpips_alex",
+            "alexnet-owt-7be5be79.pth",
+            "--lpips-weights",
+            "LPIPS AlexNet backbone",
+            "torchvision's ImageNet AlexNet weights",
+            torch_hub=True,
+        ),
+        WeightSpec(
+            "lpips_vgg",
+            "vgg16-397923af.pth",
+            "--lpips-weights",
+            "LPIPS VGG16 backbone",
+            "torchvision's ImageNet VGG16 weights",
+            torch_hub=True,
+        ),
+        WeightSpec(
+            "lpips_squeeze",
+            "squeezenet1_1-b8a52dc0.pth",
+            "--lpips-weights",
+            "LPIPS SqueezeNet backbone",
+            "torchvision's ImageNet SqueezeNet 1.1 weights",
+            torch_hub=True,
+        ),
+        WeightSpec(
+            "sync_expert",
+            "sync_expert.safetensors",
+            "--sync-expert",
+            "this project's sync expert",
+            "python -m lipsync.train_syncnet",
+        ),
     )
 }
 
@@ -126,4 +160,6 @@ def resolve(key: str, explicit: str | Path | None = None) -> Path:
             return path
     raise MissingWeights(
         f"{spec.what} weights not found: put {spec.filename} (from {spec.source}) in {weights_dir()} "
-        f"(or set ${ENV_VAR}, or pass {spec.option} PATH)", spec)
+        f"(or set ${ENV_VAR}, or pass {spec.option} PATH)",
+        spec,
+    )

@@ -15,7 +15,15 @@ from .marlin_encoder import MarlinWeightsError
 from .marlin_generator import MarlinLipConfig, MarlinLipGenerator
 from .marlin_syncnet import MarlinSyncConfig, MarlinSyncNet
 from .quality_disc import QualityDisc, QualityDiscConfig
-from .registry import ARCHITECTURES, GENERATORS, MODELS, architecture_of, available_models, create_model, model_from_config
+from .registry import (
+    ARCHITECTURES,
+    GENERATORS,
+    MODELS,
+    architecture_of,
+    available_models,
+    create_model,
+    model_from_config,
+)
 from .syncnet import SyncNetColor, SyncNetColorConfig, sync_loss
 from .syncnet_v2 import SyncNetV2, SyncNetV2Config
 from .wav2lip import Wav2Lip, Wav2LipConfig

@@ -36,7 +36,8 @@ class ConvUnit(nn.Module):
         super().__init__()
         if residual and cin != cout:
             raise ValueError(f"a residual ConvUnit needs cin == cout, got {cin} -> {cout}")
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
+        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding),
+                                        nn.BatchNorm2d(cout))
         self.act = nn.ReLU()
         self.residual = residual
 
@@ -65,7 +66,8 @@ class ConvTransposeUnit(nn.Module):
 class LeakyConvUnit(nn.Module):
     """Conv2d -> LeakyReLU(0.01), no normalisation (the quality discriminator's unit)."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: _Size, stride: _Size = 1, padding: _Size = 0) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: _Size, stride: _Size = 1,
+                 padding: _Size = 0) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding))
         self.act = nn.LeakyReLU(0.01)
@@ -141,7 +143,8 @@ def fold_frames(x: Tensor) -> tuple[Tensor, int | None]:
         return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), t
     if x.ndim == 4:
         return x, None
-    raise ValueError(f"expected a 4-D (B*T, C, H, W) or 5-D (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
+    raise ValueError(f"expected a 4-D (B*T, C, H, W) or 5-D (B, C, T, H, W) tensor, "
+                     f"got shape {tuple(x.shape)}")
 
 
 def unfold_frames(x: Tensor, t: int | None) -> Tensor:
@@ -152,7 +155,8 @@ def unfold_frames(x: Tensor, t: int | None) -> Tensor:
     return x.view(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def fold_faces(faces: Tensor, img_size: int, frames_per_window: int = 1, channels: int = 6) -> tuple[Tensor, int | None]:
+def fold_faces(faces: Tensor, img_size: int, frames_per_window: int = 1,
+               channels: int = 6) -> tuple[Tensor, int | None]:
     """Check generator faces ``(B, C, T, S, S)`` / ``(B*T, C, S, S)`` and fold them to
     ``(B*T, C, S, S)``; returns ``T`` too (``None`` for 4-D input)."""
     if faces.ndim not in (4, 5) or faces.shape[1] != channels:

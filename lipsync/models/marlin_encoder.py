@@ -17,7 +17,8 @@ from torch import Tensor
 from marlin.config import MarlinConfig, get_config
 from marlin.model import MarlinEncoder
 
-__all__ = ["build_encoder", "resize_clip", "load_marlin_weights", "tokens_to_frame_maps", "MarlinWeightsError"]
+__all__ = ["build_encoder", "resize_clip", "load_marlin_weights", "tokens_to_frame_maps",
+           "MarlinWeightsError"]
 
 
 class MarlinWeightsError(ValueError):
@@ -37,8 +38,9 @@ def resize_clip(clip: Tensor, size: int) -> Tensor:
         return clip
     frames = clip.transpose(1, 2).reshape(b * t, c, h, w)
     shrink = size < h or size < w
-    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-    return frames.view(b, t, c, size, size).transpose(1, 2)
+    out = F.interpolate(frames.float(), size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=shrink)  # fp32: antialiasing has no bf16/fp16 CPU kernel
+    return out.to(clip.dtype).view(b, t, c, size, size).transpose(1, 2)
 
 
 def tokens_to_frame_maps(tokens: Tensor, config: MarlinConfig) -> Tensor:
@@ -116,5 +118,6 @@ def load_marlin_weights(encoder: MarlinEncoder, source: object) -> None:
         if wrong:
             parts.append("shape mismatch " + ", ".join(
                 f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]))
-        raise MarlinWeightsError(f"MARLIN weights do not fit encoder {encoder.config.name!r}: " + "; ".join(parts))
+        raise MarlinWeightsError(f"MARLIN weights do not fit encoder {encoder.config.name!r}: "
+                                 + "; ".join(parts))
     encoder.load_state_dict(state)

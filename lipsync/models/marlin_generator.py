@@ -161,7 +161,8 @@ class MarlinLipGenerator(nn.Module):
     def _encode_folded(self, x: Tensor) -> Tensor:
         n, _, s, _ = x.shape
         chans = slice(3, 6) if self.config.encoder_frames == "reference" else slice(0, 3)
-        clip = x[:, chans].reshape(n // self.frames_per_window, self.frames_per_window, 3, s, s).transpose(1, 2)
+        per = self.frames_per_window
+        clip = x[:, chans].reshape(n // per, per, 3, s, s).transpose(1, 2)  # (W, 3, 16, S, S)
         clip = resize_clip(clip, self.marlin_config.img_size)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
             return self.encoder.extract_features(clip.to(self.encoder.norm.weight.dtype), keep_seq=True)
@@ -204,4 +205,6 @@ class MarlinLipGenerator(nn.Module):
 def _resized(x: Tensor, size: int) -> Tensor:
     if x.shape[-1] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    # antialiased resizing has no bf16/fp16 CPU kernel: resize the small 6-channel input in fp32
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return y.to(x.dtype)

@@ -90,7 +90,8 @@ class MarlinSyncNet(nn.Module):
         """``(B, 3, 16, h, w)`` RGB in [0, 1], ``(h, w) = config.face_size`` -> ``(B, embed_dim)``."""
         shape = (3, self.n_frames, *self.config.face_size)
         if lower_faces.ndim != 5 or tuple(lower_faces.shape[1:]) != shape:
-            raise ValueError(f"lower_faces must be (B, {', '.join(map(str, shape))}), got {tuple(lower_faces.shape)}")
+            raise ValueError(f"lower_faces must be (B, {', '.join(map(str, shape))}), "
+                             f"got {tuple(lower_faces.shape)}")
         clip = resize_clip(lower_faces, self.marlin_config.img_size)
         tokens = self.encoder.extract_features(clip, keep_seq=True)  # (B, N, E)
         t, h, w = self.marlin_config.grid

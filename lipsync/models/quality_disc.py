@@ -25,7 +25,8 @@ class QualityDiscConfig(ModelConfig):
 
 def _pair(cin: int, cout: int, kernel: int, stride: int | tuple[int, int]) -> nn.Sequential:
     pad = kernel // 2
-    return nn.Sequential(LeakyConvUnit(cin, cout, kernel, stride, pad), LeakyConvUnit(cout, cout, kernel, 1, pad))
+    return nn.Sequential(LeakyConvUnit(cin, cout, kernel, stride, pad),
+                         LeakyConvUnit(cout, cout, kernel, 1, pad))
 
 
 class QualityDisc(nn.Module):

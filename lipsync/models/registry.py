@@ -61,7 +61,8 @@ MODELS: dict[str, ModelSpec] = {
                               "'Wav2Lip + ViT' baseline: random-init trainable vit_tiny"),
     "vit_lip_base": ModelSpec("marlin_lip", MarlinLipConfig(marlin="vit_base", **_BASELINE),
                               "'Wav2Lip + ViT' baseline: random-init trainable ViT-B"),
-    "marlin_sync_tiny": ModelSpec("marlin_sync", MarlinSyncConfig(marlin="vit_tiny", embed_dim=256, audio_width=0.25),
+    "marlin_sync_tiny": ModelSpec("marlin_sync",
+                                  MarlinSyncConfig(marlin="vit_tiny", embed_dim=256, audio_width=0.25),
                                   "16-frame MARLIN sync expert, vit_tiny"),
     "marlin_sync_base": ModelSpec("marlin_sync", MarlinSyncConfig(marlin="vit_base"),
                                   "16-frame MARLIN sync expert, ViT-B (paper scale)"),
@@ -106,4 +107,5 @@ def architecture_of(model: nn.Module) -> str:
     for key, (model_cls, _) in ARCHITECTURES.items():
         if type(model) is model_cls:
             return key
-    raise ValueError(f"{type(model).__name__} is not a lip-sync model architecture; known: {list(ARCHITECTURES)}")
+    raise ValueError(f"{type(model).__name__} is not a lip-sync model architecture; "
+                     f"known: {list(ARCHITECTURES)}")

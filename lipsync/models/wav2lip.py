@@ -94,7 +94,10 @@ class Wav2Lip(nn.Module):
         return self.config.colour
 
     def forward_native(self, faces: Tensor, mels: Tensor) -> Tensor:
-        """The bare network in the weights' colour order: ``(N, 6, 96, 96), (N, 1, 80, 16) -> (N, 3, 96, 96)``."""
+        """The bare network in the weights' colour order.
+
+        ``(N, 6, 96, 96), (N, 1, 80, 16) -> (N, 3, 96, 96)``, no shape checks.
+        """
         audio = self.audio_encoder(mels)  # (N, 512, 1, 1)
         feats = []
         x = faces

@@ -28,6 +28,7 @@ from .regions import (
     region_labels,
     region_polygons,
 )
+from .stream import iter_marlin_crops, track_video
 from .track import (
     FaceTracker,
     Track,
@@ -36,7 +37,6 @@ from .track import (
     smooth_series,
     track,
     track_faces,
-    track_video,
 )
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "colorize_labels",
     "crop_region",
     "face_outline",
+    "iter_marlin_crops",
     "marlin_crop",
     "marlin_region",
     "match_color",

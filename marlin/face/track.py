@@ -11,24 +11,23 @@ Per frame the tracker picks the target among the detections (the first time by
    face and ignores where it came from). ``smoothing="linear"`` fits a local line, which equals
    the centred mean inside a run and stays unbiased near the ends of a run; ``"mean"`` averages.
 
+With ``detect_every=N`` the detector runs on every N-th frame only; in between, the mesh is
+run in the previous box's region and the box moves and scales with the landmarks (faster).
+
 Everything streams: ``FaceTracker`` holds at most ``max_gap + window // 2 + 1`` frames of state and
 returns each frame's ``Track`` once its future context is known.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
 from .detect import Face, FaceDetector
 
-__all__ = ["FaceTracker", "Track", "TrackConfig", "select_face", "smooth_series", "track", "track_faces",
-           "track_video"]
+__all__ = ["FaceTracker", "Track", "TrackConfig", "select_face", "smooth_series", "track", "track_faces"]
 
 SMOOTHING = ("linear", "mean")
 
@@ -370,22 +369,3 @@ def track(frames: Iterable[np.ndarray], detector: FaceDetector | None = None,
         for rgb in frames:
             yield from tracker.push(rgb)
         yield from tracker.flush()
-
-
-def track_video(path: str | Path, fps: float | Fraction | None = None, detector: FaceDetector | None = None,
-                config: TrackConfig | None = None, **overrides) -> Iterator[tuple[object, Track]]:
-    """Stream ``(Frame, Track)`` pairs for a video file with constant memory.
-
-    Frames come from ``marlin.video.iter_frames(path, fps)``; only the few frames the tracker
-    still needs are held.
-    """
-    from ..video import iter_frames
-
-    held: deque = deque()
-    with FaceTracker(config, detector, **overrides) as tracker:
-        for frame in iter_frames(path, fps=fps):
-            held.append(frame)
-            for tr in tracker.push(frame.image):
-                yield held.popleft(), tr
-        for tr in tracker.flush():
-            yield held.popleft(), tr

@@ -146,8 +146,6 @@ class Marlin(nn.Module):
         patches = self.patchify(x).clone() if paste_visible else x.new_zeros(
             x.shape[0], self.config.n_tokens, self.config.patch_dim)
         patches[~mask] = pred.reshape(-1, self.config.patch_dim).to(patches.dtype)
-        if not paste_visible:
-            patches[mask] = 0
         return self.unpatchify(patches).clamp(0.0, 1.0)
 
     # ----- features ------------------------------------------------------------------------

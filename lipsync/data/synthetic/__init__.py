@@ -11,7 +11,16 @@ Command line: ``python -m lipsync.data.synthetic --out DIR --clips N [--seed S]`
 Speech needs espeak-ng (``libespeak-ng``); ``EspeakError`` says so when it is missing.
 """
 
-from .clip import FORMAT, Clip, ClipFiles, ClipSpec, read_sidecar, sample_clip_spec, synthesize_clip, write_clip
+from .clip import (
+    FORMAT,
+    Clip,
+    ClipFiles,
+    ClipSpec,
+    read_sidecar,
+    sample_clip_spec,
+    synthesize_clip,
+    write_clip,
+)
 from .faces import DrawnIdentity, FaceLayer, PhotoIdentity, build_face, sample_identity
 from .generate import clip_seed, generate, make_clip
 from .render import MotionParams, render_frames

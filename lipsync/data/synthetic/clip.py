@@ -30,8 +30,17 @@ from .render import MotionParams, blinks, head_pose, render_frames, sample_motio
 from .speech import Phoneme, SpeechParams, Utterance, random_sentence, sample_speech_params, synthesize
 from .visemes import PARAMS, mouth_track
 
-__all__ = ["FORMAT", "Clip", "ClipFiles", "ClipSpec", "read_sidecar", "sample_clip_spec", "synthesize_clip",
-           "write_clip", "write_video"]
+__all__ = [
+    "FORMAT",
+    "Clip",
+    "ClipFiles",
+    "ClipSpec",
+    "read_sidecar",
+    "sample_clip_spec",
+    "synthesize_clip",
+    "write_clip",
+    "write_video",
+]
 
 FORMAT = "lipsync-synthetic/1"
 SAMPLE_RATE = 16000
@@ -113,8 +122,14 @@ def _speech_end(utt: Utterance) -> float:
     return max(spoken) if spoken else 0.0
 
 
-def sample_clip_spec(seed: int, duration: float = 3.0, size: tuple[int, int] = (256, 256), fps: int = 25,
-                     photo_fraction: float = 0.2, identity_seed: int | None = None) -> ClipSpec:
+def sample_clip_spec(
+    seed: int,
+    duration: float = 3.0,
+    size: tuple[int, int] = (256, 256),
+    fps: int = 25,
+    photo_fraction: float = 0.2,
+    identity_seed: int | None = None,
+) -> ClipSpec:
     """Draw a clip specification from ``seed`` (identity from ``identity_seed`` when given).
 
     Speech is fitted to ``duration``: a random sentence, shortened until it ends at least 0.1 s
@@ -123,14 +138,24 @@ def sample_clip_spec(seed: int, duration: float = 3.0, size: tuple[int, int] = (
     if duration <= 0.2:
         raise ValueError(f"clip duration must be > 0.2 s, got {duration}")
     rng = np.random.default_rng([seed, 0])
-    ident = sample_identity(np.random.default_rng([seed if identity_seed is None else identity_seed, 1]),
-                            photo_fraction)
+    ident = sample_identity(
+        np.random.default_rng([seed if identity_seed is None else identity_seed, 1]), photo_fraction
+    )
     motion = sample_motion(np.random.default_rng([seed, 2]))
     lead = float(rng.uniform(0.08, min(0.35, duration * 0.15)))
     utt = _fit_speech(rng, max(duration - lead - 0.1, 0.1))
-    return ClipSpec(seed=seed, identity=ident, motion=motion, speech=utt.params, duration=float(duration),
-                    lead=round(lead, 4), fps=fps, size=tuple(size), loudness=float(rng.uniform(0.3, 0.8)),
-                    noise_db=float(rng.uniform(-65, -50)))
+    return ClipSpec(
+        seed=seed,
+        identity=ident,
+        motion=motion,
+        speech=utt.params,
+        duration=float(duration),
+        lead=round(lead, 4),
+        fps=fps,
+        size=tuple(size),
+        loudness=float(rng.uniform(0.3, 0.8)),
+        noise_db=float(rng.uniform(-65, -50)),
+    )
 
 
 def _clip_audio(spec: ClipSpec, utt: Utterance) -> tuple[np.ndarray, tuple[Phoneme, ...]]:
@@ -140,11 +165,14 @@ def _clip_audio(spec: ClipSpec, utt: Utterance) -> tuple[np.ndarray, tuple[Phone
     speech = utt.wav[: max(0, n - start)]
     peak = float(np.abs(speech).max(initial=0.0))
     if peak > 0:
-        audio[start:start + len(speech)] = speech * (spec.loudness / peak)
+        audio[start : start + len(speech)] = speech * (spec.loudness / peak)
     noise = np.random.default_rng([spec.seed, 4]).standard_normal(n).astype(np.float32)
     audio += noise * np.float32(10 ** (spec.noise_db / 20))
-    shifted = tuple(Phoneme(p.symbol, round(p.start + spec.lead, 5), round(p.end + spec.lead, 5))
-                    for p in utt.phonemes if p.start + spec.lead < spec.duration)
+    shifted = tuple(
+        Phoneme(p.symbol, round(p.start + spec.lead, 5), round(p.end + spec.lead, 5))
+        for p in utt.phonemes
+        if p.start + spec.lead < spec.duration
+    )
     return np.clip(audio, -1, 1), shifted
 
 
@@ -158,9 +186,17 @@ def synthesize_clip(spec: ClipSpec, mouth: np.ndarray | None = None) -> Clip:
     face = build_face(spec.identity, spec.size)
     rendered = list(render_frames(face, mouth, spec.motion, spec.fps))
     times = (np.arange(n) + 0.5) / spec.fps
-    return Clip(spec, np.stack([r.image for r in rendered]), audio, phonemes, np.asarray(mouth, np.float32),
-                np.stack([r.face_box for r in rendered]), np.stack([r.mouth_box for r in rendered]),
-                blinks(spec.motion, times), head_pose(spec.motion, times))
+    return Clip(
+        spec,
+        np.stack([r.image for r in rendered]),
+        audio,
+        phonemes,
+        np.asarray(mouth, np.float32),
+        np.stack([r.face_box for r in rendered]),
+        np.stack([r.mouth_box for r in rendered]),
+        blinks(spec.motion, times),
+        head_pose(spec.motion, times),
+    )
 
 
 def _atomic(path: Path, suffix: str):
@@ -169,8 +205,14 @@ def _atomic(path: Path, suffix: str):
     return Path(tmp)
 
 
-def write_video(path: str | Path, frames: np.ndarray, audio: np.ndarray | None, fps: int = 25,
-                sample_rate: int = SAMPLE_RATE, crf: int = 20) -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    audio: np.ndarray | None,
+    fps: int = 25,
+    sample_rate: int = SAMPLE_RATE,
+    crf: int = 20,
+) -> Path:
     """Encode RGB frames (T, H, W, 3) uint8 as H.264 (+ mono AAC audio) into ``path``, atomically."""
     path = Path(path)
     tmp = _atomic(path, path.suffix or ".mp4")
@@ -209,14 +251,27 @@ def write_clip(clip: Clip, out_dir: str | Path, name: str) -> ClipFiles:
     tmp = _atomic(files.track, ".npz")
     try:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, mouth=clip.mouth, face_box=clip.face_box, mouth_box=clip.mouth_box,
-                                blink=clip.blink, pose=clip.pose, params=np.array(PARAMS))
+            np.savez_compressed(
+                f,
+                mouth=clip.mouth,
+                face_box=clip.face_box,
+                mouth_box=clip.mouth_box,
+                blink=clip.blink,
+                pose=clip.pose,
+                params=np.array(PARAMS),
+            )
         os.replace(tmp, files.track)
     finally:
         tmp.unlink(missing_ok=True)
-    sidecar = {"format": FORMAT, "video": files.video.name, "track": files.track.name,
-               "n_frames": clip.spec.n_frames, "sample_rate": SAMPLE_RATE, "spec": clip.spec.to_dict(),
-               "phonemes": [[p.symbol, p.start, p.end] for p in clip.phonemes]}
+    sidecar = {
+        "format": FORMAT,
+        "video": files.video.name,
+        "track": files.track.name,
+        "n_frames": clip.spec.n_frames,
+        "sample_rate": SAMPLE_RATE,
+        "spec": clip.spec.to_dict(),
+        "phonemes": [[p.symbol, p.start, p.end] for p in clip.phonemes],
+    }
     tmp = _atomic(files.sidecar, ".json")
     try:
         tmp.write_text(json.dumps(sidecar, indent=1))
@@ -238,5 +293,6 @@ def read_sidecar(path: str | Path) -> tuple[ClipSpec, dict]:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{side}: not a readable synthetic-clip sidecar ({e})") from e
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise ValueError(f"{side}: not a synthetic-clip sidecar (format {d.get('format') if isinstance(d, dict) else None!r})")
+        found = d.get("format") if isinstance(d, dict) else None
+        raise ValueError(f"{side}: not a synthetic-clip sidecar (format {found!r}, expected {FORMAT!r})")
     return ClipSpec.from_dict(d["spec"]), d

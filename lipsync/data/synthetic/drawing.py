@@ -13,12 +13,12 @@ import numpy as np
 from .faces import DrawnIdentity, FaceLayer, jaw_field
 from .mouth import EyeStyle, MouthStyle
 
-__all__ = ["draw_face", "draw_background", "draw_glasses"]
+__all__ = ["Canvas", "draw_face", "draw_background", "draw_glasses"]
 
 _SHIFT = 4
 
 
-class _Canvas:
+class Canvas:
     """RGB float canvas plus coverage alpha, painted in face units."""
 
     def __init__(self, h: int, w: int, center: tuple[float, float], unit: float):
@@ -58,14 +58,21 @@ class _Canvas:
 
     def fill(self, pts, color, alpha=1.0, blur=0.0, cover=True):
         p = self.px(pts)
-        return self._blend(p, lambda m, q: cv2.fillPoly(m, [q], 255, cv2.LINE_AA, shift=_SHIFT),
-                           color, alpha, blur, cover)
+        return self._blend(
+            p, lambda m, q: cv2.fillPoly(m, [q], 255, cv2.LINE_AA, shift=_SHIFT), color, alpha, blur, cover
+        )
 
     def line(self, pts, color, width, alpha=1.0, blur=0.0):
         p = self.px(pts)
         t = max(1, int(round(width * self.unit)))
-        self._blend(p, lambda m, q: cv2.polylines(m, [q], False, 255, t, cv2.LINE_AA, shift=_SHIFT),
-                    color, alpha, blur, False)
+        self._blend(
+            p,
+            lambda m, q: cv2.polylines(m, [q], False, 255, t, cv2.LINE_AA, shift=_SHIFT),
+            color,
+            alpha,
+            blur,
+            False,
+        )
 
 
 def _ellipse(cx, cy, a, b, n=64, t0=0.0, t1=2 * np.pi):
@@ -93,8 +100,14 @@ def draw_background(kind: str, colors, shape: tuple[int, int], rng: np.random.Ge
         small[:] = c0
         for _ in range(10):
             col = c0 + (c1 - c0) * rng.uniform(0, 1)
-            cv2.circle(small, (int(rng.uniform(0, sw)), int(rng.uniform(0, sh))), int(rng.uniform(2, sw / 3)),
-                       col.tolist(), -1, cv2.LINE_AA)
+            cv2.circle(
+                small,
+                (int(rng.uniform(0, sw)), int(rng.uniform(0, sh))),
+                int(rng.uniform(2, sw / 3)),
+                col.tolist(),
+                -1,
+                cv2.LINE_AA,
+            )
         small = cv2.GaussianBlur(small, (0, 0), sw / 25)
     elif kind == "stripes":
         period = rng.uniform(sw / 6, sw / 3)
@@ -107,7 +120,7 @@ def draw_background(kind: str, colors, shape: tuple[int, int], rng: np.random.Ge
     return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
 
 
-def _hair(cv: _Canvas, ident: DrawnIdentity, color: np.ndarray) -> None:
+def _hair(cv: Canvas, ident: DrawnIdentity, color: np.ndarray) -> None:
     fw = ident.face_width
     style, fringe = ident.hair_style, ident.fringe
     if style == "bald":
@@ -131,15 +144,20 @@ def _hair(cv: _Canvas, ident: DrawnIdentity, color: np.ndarray) -> None:
     cv.fill(pts, lambda x1, y1, x2, y2: _shaded(color, x1, y1, x2, y2, cv))
     for k in range(7):  # a few lighter strands for texture
         x0 = -0.2 + 0.07 * k
-        cv.line([[x0, -0.5], [x0 + 0.05, -0.42], [x0 + 0.06, -0.33]], np.minimum(color * 1.3 + 15, 255), 0.006, 0.35)
+        cv.line(
+            [[x0, -0.5], [x0 + 0.05, -0.42], [x0 + 0.06, -0.33]],
+            np.minimum(color * 1.3 + 15, 255),
+            0.006,
+            0.35,
+        )
 
 
-def _shaded(color: np.ndarray, x1: int, y1: int, x2: int, y2: int, cv: _Canvas) -> np.ndarray:
+def _shaded(color: np.ndarray, x1: int, y1: int, x2: int, y2: int, cv: Canvas) -> np.ndarray:
     ys = (np.arange(y1, y2, dtype=np.float32)[:, None, None] - cv.c[1]) / cv.unit
     return color * (1.05 - 0.25 * np.clip(ys + 0.5, 0, 1))
 
 
-def draw_glasses(cv: _Canvas, ident, eyes) -> None:
+def draw_glasses(cv: Canvas, ident, eyes) -> None:
     """Glasses frames over the eyes (``eyes`` as (x, y, half_width) in face units)."""
     col = np.asarray(ident.glasses_color, np.float32)
     for ex, ey, ew in eyes:
@@ -147,7 +165,9 @@ def draw_glasses(cv: _Canvas, ident, eyes) -> None:
             ring = _ellipse(ex, ey + 0.005, 1.55 * ew, 1.35 * ew, 48)
         else:
             a, b = 1.75 * ew, 1.2 * ew
-            ring = np.array([[ex - a, ey - b], [ex + a, ey - b], [ex + a * 0.95, ey + b], [ex - a * 0.95, ey + b]])
+            ring = np.array(
+                [[ex - a, ey - b], [ex + a, ey - b], [ex + a * 0.95, ey + b], [ex - a * 0.95, ey + b]]
+            )
             ring = np.concatenate([ring, ring[:1]])
         cv.fill(ring, (200, 215, 230), 0.08, cover=False)
         cv.line(ring, col, 0.009)
@@ -159,7 +179,7 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
     """Build the still layer of a drawn identity for output ``size`` = (height, width)."""
     h, w = size[0] * scale, size[1] * scale
     unit = ident.face_size * h
-    cv = _Canvas(h, w, (w * (0.5 + ident.offset_x), h * 0.48), unit)
+    cv = Canvas(h, w, (w * (0.5 + ident.offset_x), h * 0.48), unit)
     skin = np.asarray(ident.skin, np.float32)
     hair = np.asarray(ident.hair_color, np.float32)
     rng = np.random.default_rng([*ident.skin, *ident.background_colors[0], *ident.background_colors[1]])
@@ -171,8 +191,12 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
     cv.fill(_ellipse(0, 0.5, 0.2, 0.1), skin * 0.55, 0.45, 0.04, cover=False)
     if ident.hair_style in ("long", "bob"):
         bottom = 0.58 if ident.hair_style == "long" else 0.3
-        back = np.concatenate([_ellipse(0, -0.08, fw + 0.08, 0.5, 40, np.pi, 2 * np.pi),
-                               [[fw + 0.09, bottom], [-fw - 0.09, bottom]]])
+        back = np.concatenate(
+            [
+                _ellipse(0, -0.08, fw + 0.08, 0.5, 40, np.pi, 2 * np.pi),
+                [[fw + 0.09, bottom], [-fw - 0.09, bottom]],
+            ]
+        )
         cv.fill(back, hair * 0.7, blur=0.004)
     for s in (-1, 1):  # ears
         cv.fill(_ellipse(s * (fw - 0.005), 0.0, 0.05, 0.085), skin * 0.9)
@@ -196,24 +220,43 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
 
     for s in (-1, 1):  # blush, eye sockets
         cv.fill(_ellipse(s * 0.19, 0.1, 0.07, 0.045), skin * [1.05, 0.75, 0.75], 0.18, 0.04, cover=False)
-        cv.fill(_ellipse(s * ident.eye_spacing, ident.eye_y - 0.005, 1.5 * ident.eye_size, 0.045),
-                skin * 0.7, 0.3, 0.025, cover=False)
+        cv.fill(
+            _ellipse(s * ident.eye_spacing, ident.eye_y - 0.005, 1.5 * ident.eye_size, 0.045),
+            skin * 0.7,
+            0.3,
+            0.025,
+            cover=False,
+        )
     if ident.beard > 0:
-        jaw = np.concatenate([_ellipse(0, 0.1, fw * 0.95, 0.4, 40, 0.05, np.pi - 0.05), [[-0.2, 0.12], [0.2, 0.12]]])
+        jaw = np.concatenate(
+            [_ellipse(0, 0.1, fw * 0.95, 0.4, 40, 0.05, np.pi - 0.05), [[-0.2, 0.12], [0.2, 0.12]]]
+        )
         cv.fill(jaw, hair * 0.8, 0.5 * ident.beard, 0.02, cover=False)
 
     # nose
     ny = ident.eye_y + ident.nose_length + 0.02
     nw = ident.nose_width
     side = 1 if ident.light < 0 else -1
-    cv.line([[side * 0.02, ident.eye_y + 0.02], [side * 0.028, ny - 0.04], [side * nw * 1.1, ny - 0.005]],
-            skin * 0.6, 0.012, 0.5, 0.01)
+    cv.line(
+        [[side * 0.02, ident.eye_y + 0.02], [side * 0.028, ny - 0.04], [side * nw * 1.1, ny - 0.005]],
+        skin * 0.6,
+        0.012,
+        0.5,
+        0.01,
+    )
     cv.fill(_ellipse(0, ny - 0.02, nw * 0.7, 0.025), np.minimum(skin * 1.12, 255), 0.35, 0.012, cover=False)
     cv.fill(_ellipse(0, ny + 0.018, nw * 1.3, 0.015), skin * 0.55, 0.35, 0.012, cover=False)
     for s in (-1, 1):
         cv.fill(_ellipse(s * nw * 0.55, ny + 0.004, 0.012, 0.0075, 24), skin * 0.35, 0.85)
-        cv.line(_ellipse(s * nw * 0.95, ny - 0.008, 0.015, 0.018, 16, np.pi * 0.5 - s * 1.2, np.pi * 0.5 + s * 1.2),
-                skin * 0.6, 0.006, 0.6, 0.003)
+        cv.line(
+            _ellipse(
+                s * nw * 0.95, ny - 0.008, 0.015, 0.018, 16, np.pi * 0.5 - s * 1.2, np.pi * 0.5 + s * 1.2
+            ),
+            skin * 0.6,
+            0.006,
+            0.6,
+            0.003,
+        )
     my = ident.mouth_y
     cv.line([[0, ny + 0.035], [0, my - ident.lip_upper - 0.005]], skin * 0.8, 0.02, 0.25, 0.01)  # philtrum
 
@@ -222,7 +265,9 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
     for s in (-1, 1):
         ex, ey, ew = s * ident.eye_spacing, ident.eye_y, ident.eye_size
         up, lo = 0.46 * ew, 0.34 * ew
-        almond = np.concatenate([_ellipse(ex, ey, ew, up, 32, np.pi, 2 * np.pi), _ellipse(ex, ey, ew, lo, 32, 0, np.pi)])
+        almond = np.concatenate(
+            [_ellipse(ex, ey, ew, up, 32, np.pi, 2 * np.pi), _ellipse(ex, ey, ew, lo, 32, 0, np.pi)]
+        )
         pa = cv.px(almond)
         bx1, by1, bx2, by2 = cv._box(pa, 3)
         before = cv.rgb[by1:by2, bx1:bx2].copy()
@@ -236,7 +281,12 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
         cv.rgb[by1:by2, bx1:bx2] = cv.rgb[by1:by2, bx1:bx2] * mk + before * (1 - mk)
         cv.line(_ellipse(ex, ey, ew * 1.02, up * 1.05, 32, np.pi * 1.02, np.pi * 1.98), (25, 18, 16), 0.012)
         cv.line(_ellipse(ex, ey, ew * 0.95, lo, 24, 0.15, np.pi - 0.15), skin * 0.6, 0.005, 0.5)
-        cv.line(_ellipse(ex, ey - 0.2 * up, ew * 1.05, up * 2.1, 24, np.pi * 1.15, np.pi * 1.85), skin * 0.65, 0.006, 0.4)
+        cv.line(
+            _ellipse(ex, ey - 0.2 * up, ew * 1.05, up * 2.1, 24, np.pi * 1.15, np.pi * 1.85),
+            skin * 0.65,
+            0.006,
+            0.4,
+        )
         u = np.linspace(-1, 1, 20)
         bx = ex + s * u * 1.25 * ew
         by = ey - 0.07 - ident.brow_arch * (1 - u**2) + 0.01 * u
@@ -245,20 +295,37 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
         cv.fill(brow, np.minimum(hair * 0.75, 200), 0.95, 0.002, cover=False)
         eyes.append((ex, ey, ew))
         c = cv.px([[ex, ey]])[0]
-        eye_styles.append(EyeStyle((float(c[0]), float(c[1])), ew * unit, up * unit, lo * unit,
-                                   tuple(int(v) for v in skin * 0.9)))
+        eye_styles.append(
+            EyeStyle(
+                (float(c[0]), float(c[1])), ew * unit, up * unit, lo * unit, tuple(int(v) for v in skin * 0.9)
+            )
+        )
     _hair(cv, ident, hair)
     if ident.glasses != "none":
         draw_glasses(cv, ident, eyes)
 
     mc = cv.px([[0, my]])[0]
-    mouth = MouthStyle((float(mc[0]), float(mc[1])), ident.mouth_width * unit, ident.lip_upper * unit,
-                       ident.lip_lower * unit, ident.lip_color)
+    mouth = MouthStyle(
+        (float(mc[0]), float(mc[1])),
+        ident.mouth_width * unit,
+        ident.lip_upper * unit,
+        ident.lip_lower * unit,
+        ident.lip_color,
+    )
     chin = cv.px([[0, 0.5]])[0][1]
     jaw_box, field = jaw_field((h, w), mc[1], chin, mc[0], fw * ident.jaw * unit)
     bg = draw_background(ident.background, ident.background_colors, (h, w), rng)
     fx1, fy1 = cv.px([[-fw, -0.5]])[0]
     fx2, fy2 = cv.px([[fw, 0.5]])[0]
-    return FaceLayer(np.clip(cv.rgb, 0, 255).astype(np.uint8), cv.alpha, bg, scale, mouth, tuple(eye_styles),
-                     (float(fx1), float(fy1), float(fx2), float(fy2)), (float(cv.c[0]), float(cv.c[1] + 0.1 * unit)),
-                     jaw_box, field)
+    return FaceLayer(
+        np.clip(cv.rgb, 0, 255).astype(np.uint8),
+        cv.alpha,
+        bg,
+        scale,
+        mouth,
+        tuple(eye_styles),
+        (float(fx1), float(fy1), float(fx2), float(fy2)),
+        (float(cv.c[0]), float(cv.c[1] + 0.1 * unit)),
+        jaw_box,
+        field,
+    )

@@ -15,19 +15,48 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from .mouth import JAW_SHARE, EyeStyle, MouthStyle
 
-__all__ = ["DrawnIdentity", "FaceLayer", "Identity", "PhotoIdentity", "build_face", "identity_from_dict",
-           "identity_to_dict", "jaw_field", "sample_identity"]
+__all__ = [
+    "DrawnIdentity",
+    "FaceLayer",
+    "Identity",
+    "PhotoIdentity",
+    "build_face",
+    "identity_from_dict",
+    "identity_to_dict",
+    "jaw_field",
+    "sample_identity",
+]
 
-SUPERSAMPLE = 2
-_SKIN = np.array([(255, 226, 200), (240, 196, 165), (222, 170, 135), (196, 136, 100), (158, 104, 72),
-                  (118, 78, 54), (86, 58, 42)], np.float64)
-_HAIR = np.array([(22, 18, 18), (55, 38, 28), (98, 68, 42), (196, 164, 108), (150, 72, 40), (140, 138, 136),
-                  (215, 212, 205)], np.float64)
+SUPERSAMPLE = 2  # faces are drawn at this multiple of the output size
+JAW_PER_GAP = JAW_SHARE * 0.85  # chin moves a little less than the lower lip
+_SKIN = np.array(
+    [
+        (255, 226, 200),
+        (240, 196, 165),
+        (222, 170, 135),
+        (196, 136, 100),
+        (158, 104, 72),
+        (118, 78, 54),
+        (86, 58, 42),
+    ],
+    np.float64,
+)
+_HAIR = np.array(
+    [
+        (22, 18, 18),
+        (55, 38, 28),
+        (98, 68, 42),
+        (196, 164, 108),
+        (150, 72, 40),
+        (140, 138, 136),
+        (215, 212, 205),
+    ],
+    np.float64,
+)
 _IRIS = np.array([(70, 45, 25), (40, 28, 20), (70, 110, 150), (80, 110, 70), (110, 90, 50), (105, 115, 120)])
 HAIR_STYLES = ("short", "long", "bald", "curly", "bob")
 FRINGES = ("none", "side", "bangs", "swept")
@@ -141,37 +170,60 @@ def sample_identity(rng: np.random.Generator, photo_fraction: float = 0.2) -> Id
     """Draw a random identity: a photo face with probability ``photo_fraction``, else a drawn one."""
     art = float(rng.uniform(0.75, 1.2))
     if rng.random() < photo_fraction:
-        return PhotoIdentity(photo=PHOTOS[rng.integers(len(PHOTOS))], flip=bool(rng.random() < 0.5),
-                             tint=tuple(float(v) for v in rng.uniform(0.9, 1.1, 3)),
-                             glasses=GLASSES[rng.integers(len(GLASSES))] if rng.random() < 0.3 else "none",
-                             glasses_color=tuple(int(v) for v in rng.integers(0, 120, 3)),
-                             face_size=float(rng.uniform(0.5, 0.6)), articulation=art)
+        return PhotoIdentity(
+            photo=PHOTOS[rng.integers(len(PHOTOS))],
+            flip=bool(rng.random() < 0.5),
+            tint=tuple(float(v) for v in rng.uniform(0.9, 1.1, 3)),
+            glasses=GLASSES[rng.integers(len(GLASSES))] if rng.random() < 0.3 else "none",
+            glasses_color=tuple(int(v) for v in rng.integers(0, 120, 3)),
+            face_size=float(rng.uniform(0.5, 0.6)),
+            articulation=art,
+        )
     skin = _mix(_SKIN, rng, 0.05)
     lip = np.array(skin, float) * [0.78, 0.5, 0.52] + [30, 8, 12]
     if rng.random() < 0.2:  # lipstick
         lip = lip * 0.4 + np.array([(190, 40, 60), (200, 90, 110), (140, 40, 50)][rng.integers(3)]) * 0.6
     bg = [tuple(int(v) for v in rng.integers(20, 235, 3)) for _ in range(2)]
     return DrawnIdentity(
-        skin=skin, hair_color=_mix(_HAIR, rng, 0.1), iris=tuple(int(v) for v in _IRIS[rng.integers(len(_IRIS))]),
+        skin=skin,
+        hair_color=_mix(_HAIR, rng, 0.1),
+        iris=tuple(int(v) for v in _IRIS[rng.integers(len(_IRIS))]),
         lip_color=tuple(int(v) for v in np.clip(lip, 0, 255)),
-        clothes=tuple(int(v) for v in rng.integers(10, 240, 3)), background_colors=(bg[0], bg[1]),
-        face_width=float(rng.uniform(0.33, 0.39)), jaw=float(rng.uniform(0.6, 0.85)),
-        eye_spacing=float(rng.uniform(0.12, 0.14)), eye_size=float(rng.uniform(0.048, 0.06)),
-        eye_y=float(rng.uniform(-0.08, -0.04)), brow_thickness=float(rng.uniform(0.014, 0.028)),
-        brow_arch=float(rng.uniform(0.0, 0.03)), hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
-        fringe=FRINGES[rng.integers(len(FRINGES))], nose_length=float(rng.uniform(0.11, 0.15)),
-        nose_width=float(rng.uniform(0.025, 0.04)), mouth_y=float(rng.uniform(0.18, 0.21)),
-        mouth_width=float(rng.uniform(0.1, 0.125)), lip_upper=float(rng.uniform(0.017, 0.026)),
+        clothes=tuple(int(v) for v in rng.integers(10, 240, 3)),
+        background_colors=(bg[0], bg[1]),
+        face_width=float(rng.uniform(0.33, 0.39)),
+        jaw=float(rng.uniform(0.6, 0.85)),
+        eye_spacing=float(rng.uniform(0.12, 0.14)),
+        eye_size=float(rng.uniform(0.048, 0.06)),
+        eye_y=float(rng.uniform(-0.08, -0.04)),
+        brow_thickness=float(rng.uniform(0.014, 0.028)),
+        brow_arch=float(rng.uniform(0.0, 0.03)),
+        hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
+        fringe=FRINGES[rng.integers(len(FRINGES))],
+        nose_length=float(rng.uniform(0.11, 0.15)),
+        nose_width=float(rng.uniform(0.025, 0.04)),
+        mouth_y=float(rng.uniform(0.18, 0.21)),
+        mouth_width=float(rng.uniform(0.1, 0.125)),
+        lip_upper=float(rng.uniform(0.017, 0.026)),
         lip_lower=float(rng.uniform(0.022, 0.032)),
         glasses=GLASSES[rng.integers(len(GLASSES))] if rng.random() < 0.35 else "none",
         glasses_color=tuple(int(v) for v in rng.integers(0, 140, 3)),
         beard=float(rng.uniform(0.2, 0.6)) if rng.random() < 0.15 else 0.0,
-        background=BACKGROUNDS[rng.integers(len(BACKGROUNDS))], light=float(rng.uniform(-1, 1)),
-        face_size=float(rng.uniform(0.52, 0.62)), offset_x=float(rng.uniform(-0.04, 0.04)), articulation=art)
+        background=BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
+        light=float(rng.uniform(-1, 1)),
+        face_size=float(rng.uniform(0.52, 0.62)),
+        offset_x=float(rng.uniform(-0.04, 0.04)),
+        articulation=art,
+    )
 
 
-def jaw_field(shape: tuple[int, int], mouth_y: float, chin_y: float, center_x: float, half_width: float,
-              ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+def jaw_field(
+    shape: tuple[int, int],
+    mouth_y: float,
+    chin_y: float,
+    center_x: float,
+    half_width: float,
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """Downward displacement per pixel of jaw drop over the lower face: 0 at the lip line, 1 at the chin.
 
     Returns the band (x1, y1, x2, y2) it covers and the (y2 - y1, x2 - x1) float32 field.
@@ -200,6 +252,3 @@ def build_face(identity: Identity, size: tuple[int, int]) -> FaceLayer:
 
         return photo_face(identity, size, SUPERSAMPLE)
     raise TypeError(f"not an identity: {identity!r}")
-
-
-JAW_PER_GAP = JAW_SHARE * 0.85  # chin moves a little less than the lower lip

@@ -25,9 +25,16 @@ def clip_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
 
 
-def make_clip(out_dir: str | Path, seed: int = 0, duration: float = 2.0, size: tuple[int, int] = (256, 256),
-              fps: int = 25, photo_fraction: float = 0.2, name: str | None = None,
-              identity_seed: int | None = None) -> ClipFiles:
+def make_clip(
+    out_dir: str | Path,
+    seed: int = 0,
+    duration: float = 2.0,
+    size: tuple[int, int] = (256, 256),
+    fps: int = 25,
+    photo_fraction: float = 0.2,
+    name: str | None = None,
+    identity_seed: int | None = None,
+) -> ClipFiles:
     """Generate and write one clip; returns its paths (``<name>.mp4``, ``.npz``, ``.json``).
 
     Parameters
@@ -56,10 +63,20 @@ def _one(job: tuple) -> tuple[str, int, str]:
     return name, spec.n_frames, spec.speech.text
 
 
-def generate(out_dir: str | Path, n_clips: int, seed: int = 0, min_duration: float = 2.0,
-             max_duration: float = 5.0, size: tuple[int, int] = (256, 256), fps: int = 25,
-             photo_fraction: float = 0.2, identities: int | None = None, workers: int = 1,
-             overwrite: bool = False, progress: bool = True) -> list[ClipFiles]:
+def generate(
+    out_dir: str | Path,
+    n_clips: int,
+    seed: int = 0,
+    min_duration: float = 2.0,
+    max_duration: float = 5.0,
+    size: tuple[int, int] = (256, 256),
+    fps: int = 25,
+    photo_fraction: float = 0.2,
+    identities: int | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[ClipFiles]:
     """Write ``n_clips`` clips ``clip_00000`` ... into ``out_dir`` plus ``manifest.json``.
 
     Clip ``k`` uses seed ``clip_seed(seed, k)`` and a duration drawn from
@@ -85,8 +102,20 @@ def generate(out_dir: str | Path, n_clips: int, seed: int = 0, min_duration: flo
         duration = float(np.random.default_rng([s, 9]).uniform(min_duration, max_duration))
         duration = round(duration * fps) / fps
         ident = None if identities is None else clip_seed(seed + 1_000_003, k % identities)
-        jobs.append((str(out_dir), name, dict(seed=s, duration=duration, size=tuple(size), fps=fps,
-                                              photo_fraction=photo_fraction, identity_seed=ident)))
+        jobs.append(
+            (
+                str(out_dir),
+                name,
+                dict(
+                    seed=s,
+                    duration=duration,
+                    size=tuple(size),
+                    fps=fps,
+                    photo_fraction=photo_fraction,
+                    identity_seed=ident,
+                ),
+            )
+        )
     bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
     try:
         if workers > 1 and len(jobs) > 1:
@@ -103,16 +132,27 @@ def generate(out_dir: str | Path, n_clips: int, seed: int = 0, min_duration: flo
     return _write_manifest(out_dir, n_clips, width, seed, identities)
 
 
-def _write_manifest(out_dir: Path, n_clips: int, width: int, seed: int, identities: int | None) -> list[ClipFiles]:
+def _write_manifest(
+    out_dir: Path, n_clips: int, width: int, seed: int, identities: int | None
+) -> list[ClipFiles]:
     files, entries = [], []
     for k in range(n_clips):
         name = f"clip_{k:0{width}d}"
         f = ClipFiles(out_dir / f"{name}.mp4", out_dir / f"{name}.npz", out_dir / f"{name}.json")
         spec, side = read_sidecar(f.sidecar)
         files.append(f)
-        entries.append({"name": name, "video": f.video.name, "track": f.track.name, "sidecar": f.sidecar.name,
-                        "n_frames": side["n_frames"], "identity": k % identities if identities else k,
-                        "kind": spec.identity.kind, "text": spec.speech.text})
+        entries.append(
+            {
+                "name": name,
+                "video": f.video.name,
+                "track": f.track.name,
+                "sidecar": f.sidecar.name,
+                "n_frames": side["n_frames"],
+                "identity": k % identities if identities else k,
+                "kind": spec.identity.kind,
+                "text": spec.speech.text,
+            }
+        )
     manifest = {"format": FORMAT, "seed": seed, "identities": identities, "clips": entries}
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=out_dir)
     with os.fdopen(fd, "w") as fh:

@@ -39,8 +39,9 @@ class _MeshOnly:
     def __init__(self) -> None:
         from mediapipe.python import solutions
 
-        self._mesh = solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                                  min_detection_confidence=0.5)
+        self._mesh = solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+        )
 
     def detect(self, rgb: np.ndarray):
         h, w = rgb.shape[:2]
@@ -76,6 +77,7 @@ def detect_face(rgb: np.ndarray) -> Detection | None:
     """The highest-scoring face with landmarks in an RGB uint8 (H, W, 3) image, or None."""
     for face in get_detector().detect(np.ascontiguousarray(rgb)):
         if face.landmarks is not None and len(face.landmarks) >= 468:
-            return Detection(tuple(float(v) for v in face.box), float(face.score),
-                             np.asarray(face.landmarks, np.float32))
+            return Detection(
+                tuple(float(v) for v in face.box), float(face.score), np.asarray(face.landmarks, np.float32)
+            )
     return None

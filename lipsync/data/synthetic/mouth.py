@@ -60,8 +60,15 @@ def _fill(patch: np.ndarray, pts: np.ndarray, color, alpha: float = 1.0, blur: f
 
 def _line(patch: np.ndarray, pts: np.ndarray, color, thickness: float, alpha: float = 1.0) -> None:
     mask = np.zeros(patch.shape[:2], np.uint8)
-    cv2.polylines(mask, [np.round(pts * (1 << _SHIFT)).astype(np.int32)], False, 255,
-                  max(1, int(round(thickness))), cv2.LINE_AA, shift=_SHIFT)
+    cv2.polylines(
+        mask,
+        [np.round(pts * (1 << _SHIFT)).astype(np.int32)],
+        False,
+        255,
+        max(1, int(round(thickness))),
+        cv2.LINE_AA,
+        shift=_SHIFT,
+    )
     m = mask.astype(np.float32) * (alpha / 255.0)
     patch *= 1.0 - m[..., None]
     patch += m[..., None] * np.asarray(color, np.float32)
@@ -108,8 +115,12 @@ def draw_mouth(layer: np.ndarray, style: MouthStyle, params: np.ndarray) -> None
     cx, cy = style.center
     c, s = np.cos(style.roll), np.sin(style.roll)
     margin = 3.0 + 0.6 * style.lower
-    x1, y1, x2, y2 = (int(np.floor(cx + x.min() - margin - 2)), int(np.floor(cy + uo.min() - margin)),
-                      int(np.ceil(cx + x.max() + margin + 2)), int(np.ceil(cy + lo.max() + margin + style.lower)))
+    x1, y1, x2, y2 = (
+        int(np.floor(cx + x.min() - margin - 2)),
+        int(np.floor(cy + uo.min() - margin)),
+        int(np.ceil(cx + x.max() + margin + 2)),
+        int(np.ceil(cy + lo.max() + margin + style.lower)),
+    )
     pad = int(abs(s) * (x2 - x1) / 2) + 1
     y1, y2 = max(0, y1 - pad), min(layer.shape[0], y2 + pad)
     x1, x2 = max(0, x1), min(layer.shape[1], x2)
@@ -127,12 +138,18 @@ def draw_mouth(layer: np.ndarray, style: MouthStyle, params: np.ndarray) -> None
     if gap > 0.02 * style.half_width:
         inner = np.concatenate([to_patch(x, ui), to_patch(x[::-1], li[::-1])])
         mouth = np.zeros(patch.shape[:2], np.uint8)
-        cv2.fillPoly(mouth, [np.round(inner * (1 << _SHIFT)).astype(np.int32)], 255, cv2.LINE_AA, shift=_SHIFT)
+        cv2.fillPoly(
+            mouth, [np.round(inner * (1 << _SHIFT)).astype(np.int32)], 255, cv2.LINE_AA, shift=_SHIFT
+        )
         cav = patch.copy()
         cav[:] = style.cavity
         # tongue low in the mouth, teeth under the upper lip (and over the lower lip when wide open)
-        _fill(cav, to_patch(x * 0.7, li - 0.35 * gap * np.sqrt(np.clip(1 - (x / x.max()) ** 2, 0, 1))),
-              style.tongue, alpha=min(1.0, float(params[0]) * 1.5))
+        _fill(
+            cav,
+            to_patch(x * 0.7, li - 0.35 * gap * np.sqrt(np.clip(1 - (x / x.max()) ** 2, 0, 1))),
+            style.tongue,
+            alpha=min(1.0, float(params[0]) * 1.5),
+        )
         tooth_h = teeth_amount * min(0.55 * gap, 0.6 * style.upper + 0.12 * gap)
         if tooth_h > 0.3:
             tx = x * 0.82
@@ -140,22 +157,38 @@ def draw_mouth(layer: np.ndarray, style: MouthStyle, params: np.ndarray) -> None
             edge = -(1.0 - JAW_SHARE) * gap + tooth_h * (1.0 - 0.35 * (tx / max(w_inner, 1e-3)) ** 2)
             shade = np.asarray(style.teeth, np.float32)
             _fill(cav, np.concatenate([to_patch(tx, top), to_patch(tx[::-1], edge[::-1])]), shade * 0.82)
-            _fill(cav, np.concatenate([to_patch(tx * 0.6, top), to_patch(tx[::-1] * 0.6, edge[::-1])]), shade,
-                  blur=0.08 * style.half_width)
+            _fill(
+                cav,
+                np.concatenate([to_patch(tx * 0.6, top), to_patch(tx[::-1] * 0.6, edge[::-1])]),
+                shade,
+                blur=0.08 * style.half_width,
+            )
             low_h = teeth_amount * max(0.0, 0.22 * gap - 0.35 * style.lower)
             if low_h > 0.3:
                 lx = x * 0.62
                 bottom = li.max() + 2.0 + 0 * lx
                 ledge = JAW_SHARE * gap - low_h * (1.0 - 0.35 * (lx / max(w_inner, 1e-3)) ** 2)
-                _fill(cav, np.concatenate([to_patch(lx, ledge), to_patch(lx[::-1], bottom[::-1])]), shade * 0.78)
+                _fill(
+                    cav, np.concatenate([to_patch(lx, ledge), to_patch(lx[::-1], bottom[::-1])]), shade * 0.78
+                )
         m = mouth.astype(np.float32)[..., None] / 255.0
         patch = patch * (1 - m) + cav * m
     # lip line (closed mouth crease) and lighter lower-lip highlight
     _line(patch, to_patch(x * 0.97, (ui + li) / 2), lip * 0.45, max(1.0, 0.18 * style.upper), alpha=0.9)
-    _fill(patch, to_patch(x * 0.45, li + style.lower * 0.45 + 0.0 * x), np.minimum(lip * 1.25 + 20, 255),
-          alpha=0.35, blur=style.lower * 0.25)
-    _fill(patch, np.concatenate([to_patch(x, lo - 0.4 * (lo - li)), to_patch(x[::-1], lo[::-1])]),
-          np.minimum(lip * 1.08, 255), alpha=0.6, blur=1.0)
+    _fill(
+        patch,
+        to_patch(x * 0.45, li + style.lower * 0.45 + 0.0 * x),
+        np.minimum(lip * 1.25 + 20, 255),
+        alpha=0.35,
+        blur=style.lower * 0.25,
+    )
+    _fill(
+        patch,
+        np.concatenate([to_patch(x, lo - 0.4 * (lo - li)), to_patch(x[::-1], lo[::-1])]),
+        np.minimum(lip * 1.08, 255),
+        alpha=0.6,
+        blur=1.0,
+    )
     layer[y1:y2, x1:x2] = np.clip(patch, 0, 255).astype(np.uint8)
 
 

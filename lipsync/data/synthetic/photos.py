@@ -8,7 +8,7 @@ tilted and coloured from the original lips; the chin follows the jaw through a s
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ class PhotoError(RuntimeError):
     """A shipped photo cannot be loaded or its face not found."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> np.ndarray:
     """RGB uint8 (H, W, 3) of a shipped photo: ``"astronaut"`` or ``"grace_hopper"`` (read-only)."""
     try:
@@ -48,7 +48,7 @@ def load_photo(name: str) -> np.ndarray:
     return img
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo_landmarks(name: str, flip: bool = False) -> np.ndarray:
     """(478, 2) float32 mediapipe landmarks of the (optionally mirrored) photo, in its pixels."""
     img = load_photo(name)
@@ -67,6 +67,22 @@ def _median_color(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.median(sel, 0) if len(sel) else np.array([160.0, 90.0, 90.0])
 
 
+def _fill_skin(img: np.ndarray, erase: np.ndarray, hw: float, name: str) -> np.ndarray:
+    """Inpaint ``erase`` smoothly, then add the skin grain (high-frequency level) of the ring around it."""
+    smooth = cv2.inpaint(img, erase, max(3, int(0.1 * hw)), cv2.INPAINT_TELEA).astype(np.float32)
+    m = erase.astype(np.float32)[..., None] / 255.0
+    smooth = cv2.GaussianBlur(smooth, (0, 0), 0.12 * hw) * m + smooth * (1 - m)
+    ring = cv2.subtract(cv2.dilate(erase, np.ones((int(0.5 * hw) | 1,) * 2, np.uint8)), erase) > 0
+    f = img.astype(np.float32)
+    grain = (f - cv2.GaussianBlur(f, (0, 0), 1.5))[ring]
+    std = grain.std(0) if len(grain) else np.zeros(3, np.float32)
+    rng = np.random.default_rng(list(name.encode()))
+    noise = cv2.GaussianBlur(rng.standard_normal(img.shape[:2]).astype(np.float32), (0, 0), 0.8)
+    noise *= 1.0 / max(float(noise.std()), 1e-6)
+    out = smooth + m * noise[..., None] * std
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _eye(lm: np.ndarray, corners: tuple[int, int], top: int, bottom: int, img: np.ndarray) -> EyeStyle:
     a, b = lm[corners[0]], lm[corners[1]]
     c = (a + b) / 2
@@ -81,7 +97,7 @@ def _eye(lm: np.ndarray, corners: tuple[int, int], top: int, bottom: int, img: n
     probe = c - normal * (up * 2.2)  # skin between the eye and the brow
     r = max(int(hw * 0.25), 1)
     y, x = int(probe[1]), int(probe[0])
-    patch = img[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].reshape(-1, 3)
+    patch = img[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1].reshape(-1, 3)
     lid = np.median(patch, 0) if len(patch) else np.array([180.0, 140.0, 120.0])
     return EyeStyle((float(c[0]), float(c[1])), hw, up, down, tuple(int(v) for v in lid * 0.95), roll=roll)
 
@@ -98,8 +114,13 @@ def photo_face(ident: PhotoIdentity, size: tuple[int, int], scale: int) -> FaceL
     center = (top + chin) / 2
     t = np.array([w / 2, h * 0.48]) - k * center
     m = np.array([[k, 0, t[0]], [0, k, t[1]]], np.float64)
-    img = cv2.warpAffine(np.ascontiguousarray(src), m, (w, h), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC,
-                         borderMode=cv2.BORDER_REFLECT101)
+    img = cv2.warpAffine(
+        np.ascontiguousarray(src),
+        m,
+        (w, h),
+        flags=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REFLECT101,
+    )
     img = np.clip(img.astype(np.float32) * np.asarray(ident.tint, np.float32), 0, 255).astype(np.uint8)
     lm = lm0 * k + t
 
@@ -110,14 +131,14 @@ def photo_face(ident: PhotoIdentity, size: tuple[int, int], scale: int) -> FaceL
     inside = np.zeros_like(lips)
     cv2.fillPoly(inside, [inner], 255)
     lip_color = _median_color(img, cv2.subtract(lips, inside))
-    lip_color = np.clip((lip_color - lip_color.mean()) * 1.35 + lip_color.mean(), 0, 255)  # a little more saturated
+    lip_color = np.clip(
+        (lip_color - lip_color.mean()) * 1.2 + lip_color.mean(), 0, 255
+    )  # a bit more saturated
     corner_l, corner_r = lm[61], lm[291]
     hw = float(np.linalg.norm(corner_r - corner_l) / 2)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.35 * hw) | 1, int(0.35 * hw) | 1))
     erase = cv2.dilate(lips, kernel)
-    img = cv2.inpaint(img, erase, max(3, int(0.1 * hw)), cv2.INPAINT_TELEA)
-    img = cv2.GaussianBlur(img, (0, 0), 0.12 * hw) * (erase[..., None] / 255.0) + img * (1 - erase[..., None] / 255.0)
-    img = np.clip(img, 0, 255).astype(np.uint8)
+    img = _fill_skin(img, erase, hw, ident.photo)
 
     d = corner_r - corner_l
     roll = float(np.arctan2(d[1], d[0]))
@@ -133,14 +154,26 @@ def photo_face(ident: PhotoIdentity, size: tuple[int, int], scale: int) -> FaceL
     x1, y1 = lm.min(0)
     x2, y2 = lm.max(0)
     if ident.glasses != "none":
-        from .drawing import _Canvas, draw_glasses
+        from .drawing import Canvas, draw_glasses
 
         unit = ident.face_size * h
-        cv = _Canvas(h, w, (w / 2, h * 0.48), unit)
+        cv = Canvas(h, w, (w / 2, h * 0.48), unit)
         cv.rgb = img.astype(np.float32)
-        eyes_u = [((e.center[0] - w / 2) / unit, (e.center[1] - h * 0.48) / unit, e.half_width * 1.15 / unit)
-                  for e in eyes]
+        eyes_u = [
+            ((e.center[0] - w / 2) / unit, (e.center[1] - h * 0.48) / unit, e.half_width * 1.15 / unit)
+            for e in eyes
+        ]
         draw_glasses(cv, ident, eyes_u)
         img = np.clip(cv.rgb, 0, 255).astype(np.uint8)
-    return FaceLayer(img, None, None, scale, mouth, eyes, (float(x1), float(y1), float(x2), float(y2)),
-                     (float((x1 + x2) / 2), float((y1 + y2) / 2)), jaw_box, field)
+    return FaceLayer(
+        img,
+        None,
+        None,
+        scale,
+        mouth,
+        eyes,
+        (float(x1), float(y1), float(x2), float(y2)),
+        (float((x1 + x2) / 2), float((y1 + y2) / 2)),
+        jaw_box,
+        field,
+    )

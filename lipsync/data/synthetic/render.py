@@ -16,7 +16,15 @@ import numpy as np
 from .faces import JAW_PER_GAP, FaceLayer
 from .mouth import GAP_PER_OPEN, draw_eyelid, draw_mouth, mouth_extent
 
-__all__ = ["MotionParams", "RenderedFrame", "blinks", "head_pose", "lighting", "render_frames", "sample_motion"]
+__all__ = [
+    "MotionParams",
+    "RenderedFrame",
+    "blinks",
+    "head_pose",
+    "lighting",
+    "render_frames",
+    "sample_motion",
+]
 
 POSE = ("roll", "yaw", "pitch", "dx", "dy", "zoom")
 _N_WAVES = 3
@@ -48,10 +56,17 @@ class RenderedFrame:
 
 def sample_motion(rng: np.random.Generator) -> MotionParams:
     """Random motion amplitudes and a seed for their time course."""
-    return MotionParams(seed=int(rng.integers(2**31)), roll=float(rng.uniform(1, 4)), yaw=float(rng.uniform(2, 8)),
-                        pitch=float(rng.uniform(1, 5)), shift=float(rng.uniform(0.005, 0.03)),
-                        zoom=float(rng.uniform(0.01, 0.04)), blink_interval=float(rng.uniform(2.5, 5)),
-                        light=float(rng.uniform(0.02, 0.1)), noise=float(rng.uniform(0.5, 2.5)))
+    return MotionParams(
+        seed=int(rng.integers(2**31)),
+        roll=float(rng.uniform(1, 4)),
+        yaw=float(rng.uniform(2, 8)),
+        pitch=float(rng.uniform(1, 5)),
+        shift=float(rng.uniform(0.005, 0.03)),
+        zoom=float(rng.uniform(0.01, 0.04)),
+        blink_interval=float(rng.uniform(2.5, 5)),
+        light=float(rng.uniform(0.02, 0.1)),
+        noise=float(rng.uniform(0.5, 2.5)),
+    )
 
 
 def _waves(seed: int, stream: int, channels: int, times: np.ndarray) -> np.ndarray:
@@ -95,13 +110,25 @@ def lighting(motion: MotionParams, times: np.ndarray) -> np.ndarray:
     return (np.array([1.0, 0.0, 0.0]) + w * motion.light * np.array([1.0, 2.0, 1.0])).astype(np.float32)
 
 
-def _homography(pose: np.ndarray, pivot: tuple[float, float], size: tuple[int, int], radius: float) -> np.ndarray:
+def _homography(
+    pose: np.ndarray, pivot: tuple[float, float], size: tuple[int, int], radius: float
+) -> np.ndarray:
     roll, yaw, pitch = np.deg2rad(pose[:3])
     dx, dy, zoom = pose[3:]
     h, w = size
-    cz, sz, cy, sy, cx, sx = np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    rot = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-           @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
+    cz, sz, cy, sy, cx, sx = (
+        np.cos(roll),
+        np.sin(roll),
+        np.cos(yaw),
+        np.sin(yaw),
+        np.cos(pitch),
+        np.sin(pitch),
+    )
+    rot = (
+        np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    )
     src = np.array([[-radius, -radius], [radius, -radius], [radius, radius], [-radius, radius]])
     focal = 3.0 * h
     p3 = np.concatenate([src, np.zeros((4, 1))], 1) @ rot.T + [0, 0, focal]
@@ -116,8 +143,9 @@ def _box_through(hom: np.ndarray, box, scale: int) -> np.ndarray:
     return np.array([*p.min(0), *p.max(0)], np.float32)
 
 
-def render_frames(face: FaceLayer, mouth: np.ndarray, motion: MotionParams, fps: float = 25.0,
-                  start: int = 0) -> Iterator[RenderedFrame]:
+def render_frames(
+    face: FaceLayer, mouth: np.ndarray, motion: MotionParams, fps: float = 25.0, start: int = 0
+) -> Iterator[RenderedFrame]:
     """Frames of ``face`` speaking the mouth track ``mouth`` (T, 4) under ``motion``.
 
     Frame ``i`` shows time ``(start + i + 0.5) / fps``; the output size is the layer size
@@ -140,7 +168,9 @@ def render_frames(face: FaceLayer, mouth: np.ndarray, motion: MotionParams, fps:
     base = face.image if opaque else np.dstack([face.image, (face.alpha * 255.0 + 0.5).astype(np.uint8)])
     background = None
     if not opaque:
-        background = cv2.resize(face.background, (out_w, out_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        background = cv2.resize(face.background, (out_w, out_h), interpolation=cv2.INTER_AREA).astype(
+            np.float32
+        )
     noise_rng = np.random.default_rng([motion.seed, 3])
     margin = 16
     noise_field = noise_rng.standard_normal((out_h + margin, out_w + margin, 1), np.float32) * motion.noise
@@ -148,8 +178,9 @@ def render_frames(face: FaceLayer, mouth: np.ndarray, motion: MotionParams, fps:
         img = base.copy()
         drop = JAW_PER_GAP * GAP_PER_OPEN * face.mouth.half_width * float(params[0])
         if drop > 0.05:
-            img[jy1:jy2, jx1:jx2] = cv2.remap(base, grid_x, grid_y - drop * face.jaw, cv2.INTER_LINEAR,
-                                              borderMode=cv2.BORDER_REPLICATE)
+            img[jy1:jy2, jx1:jx2] = cv2.remap(
+                base, grid_x, grid_y - drop * face.jaw, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
         rgb = img[..., :3]
         draw_mouth(rgb, face.mouth, params)
         for eye in face.eyes:
@@ -158,18 +189,21 @@ def render_frames(face: FaceLayer, mouth: np.ndarray, motion: MotionParams, fps:
         hom_out = down @ hom @ up  # the same motion on the output-size image
         small = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_AREA)
         if opaque:
-            small = cv2.warpPerspective(small, hom_out, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+            small = cv2.warpPerspective(
+                small, hom_out, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            ).astype(np.float32)
         else:
-            fg = cv2.warpPerspective(small, hom_out, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE).astype(np.float32)  # body continues
+            fg = cv2.warpPerspective(
+                small, hom_out, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            ).astype(np.float32)  # body continues
             a = fg[..., 3:] * np.float32(1 / 255.0)
             small = background + (fg[..., :3] - background) * a
         gain, gx, gy = light[i]
         small *= gain * (1.0 + gx * ramp_x + gy * ramp_y)
         if motion.noise > 0:
             dy, dx = np.random.default_rng([motion.seed, 3, start + i]).integers(0, margin, 2)
-            small += noise_field[dy:dy + out_h, dx:dx + out_w]
+            small += noise_field[dy : dy + out_h, dx : dx + out_w]
         image = np.clip(small + 0.5, 0, 255).astype(np.uint8)
-        yield RenderedFrame(image, _box_through(hom, face.face_box, s),
-                            _box_through(hom, mouth_extent(face.mouth, params), s))
+        yield RenderedFrame(
+            image, _box_through(hom, face.face_box, s), _box_through(hom, mouth_extent(face.mouth, params), s)
+        )

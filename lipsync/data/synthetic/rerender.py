@@ -41,14 +41,23 @@ def render_face(spec: ClipSpec, mouth: np.ndarray) -> Rendering:
     out = list(render_frames(face, mouth, spec.motion, spec.fps))
     if not out:
         h, w = spec.size
-        return Rendering(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, 4), np.float32),
-                         np.zeros((0, 4), np.float32), mouth)
-    return Rendering(np.stack([r.image for r in out]), np.stack([r.face_box for r in out]),
-                     np.stack([r.mouth_box for r in out]), mouth)
+        return Rendering(
+            np.zeros((0, h, w, 3), np.uint8),
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, 4), np.float32),
+            mouth,
+        )
+    return Rendering(
+        np.stack([r.image for r in out]),
+        np.stack([r.face_box for r in out]),
+        np.stack([r.mouth_box for r in out]),
+        mouth,
+    )
 
 
-def mouth_for_audio(audio: str | Path, fps: float = 25.0, articulation: float = 1.0,
-                    n_frames: int | None = None) -> tuple[np.ndarray, str]:
+def mouth_for_audio(
+    audio: str | Path, fps: float = 25.0, articulation: float = 1.0, n_frames: int | None = None
+) -> tuple[np.ndarray, str]:
     """The mouth track (T, 4) an audio file demands, and where it came from.
 
     A synthetic clip (its ``.json`` sidecar next to ``audio``) gives the exact track from its
@@ -71,8 +80,10 @@ def mouth_for_audio(audio: str | Path, fps: float = 25.0, articulation: float = 
 
     wav = load_audio(audio)
     n = int(round(len(wav) / 16000 * fps)) if n_frames is None else n_frames
-    warnings.warn(f"{audio}: no synthetic-clip sidecar; the demanded mouth opening is estimated from loudness",
-                  stacklevel=2)
+    warnings.warn(
+        f"{audio}: no synthetic-clip sidecar; the demanded mouth opening is estimated from loudness",
+        stacklevel=2,
+    )
     track = mouth_from_audio(wav, n, fps)
     track[:, 0] *= articulation
     return np.clip(track, 0, 1), "estimate"

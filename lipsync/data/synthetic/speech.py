@@ -2,18 +2,21 @@
 
 espeak-ng is asked for phoneme events (``espeakINITIALIZE_PHONEME_EVENTS``) while it
 synthesises into a callback, so every phoneme comes with the sample index at which espeak
-started it: real timings, not estimates.  Audio is resampled from espeak's 22050 Hz to
-16 kHz.  Only the synthetic-data generator needs espeak-ng; nothing on the inference path
-imports this module.
+started it: real timings, not estimates.  The library keeps state between calls, so each
+utterance is synthesised in a fresh process (``_espeak_worker.py``, standard library only).
+Audio is resampled from espeak's 22050 Hz to 16 kHz.  Only the synthetic-data generator
+needs espeak-ng; nothing on the inference path imports this module.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import json
 import logging
-import threading
+import subprocess
+import sys
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -33,18 +36,49 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-VOICES = ("en-us", "en", "en-us-nyc", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
-VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
-            "klatt", "klatt2", "klatt3", "adam", "linda", "steph", "john", "max", "paul")
+VOICES = (
+    "en-us",
+    "en",
+    "en-us-nyc",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+)
+VARIANTS = (
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "adam",
+    "linda",
+    "steph",
+    "john",
+    "max",
+    "paul",
+)
 
 _WORDS = {
     "adj": "bright quiet tiny heavy purple gentle sharp cheap frozen happy modest brave busy curious "
-           "yellow wooden smooth bold famous hungry lovely open round simple sudden tall warm wise",
+    "yellow wooden smooth bold famous hungry lovely open round simple sudden tall warm wise",
     "noun": "apple bottle morning farmer window puppy garden teacher engine music ocean pebble "
-            "ribbon summer village thunder kitchen bishop whistle feather mountain orange basket "
-            "violin shadow monkey blanket zebra judge cheese mirror",
+    "ribbon summer village thunder kitchen bishop whistle feather mountain orange basket "
+    "violin shadow monkey blanket zebra judge cheese mirror",
     "verb": "pushes follows watches opens moves throws finds keeps paints visits chooses brings "
-            "carries measures fixes touches buys leaves loves misses",
+    "carries measures fixes touches buys leaves loves misses",
     "prep": "under behind beside over through near above without before",
     "adv": "quickly slowly often maybe softly happily badly really almost",
     "name": "Peter Mary Bob Fiona Judith Oliver Vera Zoe Thomas Wendy Charles Uma",
@@ -112,85 +146,54 @@ class Utterance:
         return len(self.wav) / self.sample_rate
 
 
-class _Event(ctypes.Structure):
-    class _Id(ctypes.Union):
-        _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", _Id)]
+_WORKER = Path(__file__).with_name("_espeak_worker.py")
+_EV_PHONEME = 7
 
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-_EV_LIST_TERMINATED, _EV_END, _EV_MSG_TERMINATED, _EV_PHONEME = 0, 5, 6, 7
-_P_RATE, _P_VOLUME, _P_PITCH, _P_RANGE, _P_WORDGAP = 1, 2, 3, 4, 7
-_AUDIO_OUTPUT_SYNCHRONOUS, _INIT_PHONEME_EVENTS, _INIT_DONT_EXIT = 2, 0x0001, 0x8000
-_CHARS_UTF8, _POS_CHARACTER = 1, 1
+def _run_espeak(p: SpeechParams, library: str | None) -> tuple[int, np.ndarray, list]:
+    """Synthesise in a fresh process (see ``_espeak_worker``) -> (rate, int16 samples, events)."""
+    voice = f"{p.voice}+{p.variant}" if p.variant else p.voice
+    req = {
+        "library": library,
+        "voice": voice,
+        "text": p.text,
+        "rate": p.rate,
+        "pitch": p.pitch,
+        "range": p.pitch_range,
+        "word_gap": p.word_gap,
+    }
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", str(_WORKER)],
+            input=json.dumps(req).encode(),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EspeakError(f"could not run espeak-ng for {p.text!r}: {e}") from e
+    head, _, body = proc.stdout.partition(b"\n")
+    try:
+        info = json.loads(head)
+    except json.JSONDecodeError:
+        info = {
+            "error": f"espeak-ng worker crashed (exit {proc.returncode}): "
+            f"{proc.stderr.decode(errors='replace').strip()[-300:]}"
+        }
+    if proc.returncode != 0 or "error" in info:
+        message = info.get("error", f"exit {proc.returncode}")
+        if "no voice" in message:
+            message += f"; voices: {VOICES}, variants: {VARIANTS}"
+        raise EspeakError(message)
+    return int(info["sample_rate"]), np.frombuffer(body, "<i2"), info["events"]
 
 
-class _Espeak:
-    """Process-wide handle on libespeak-ng (the library keeps global state)."""
-
-    _instance: _Espeak | None = None
-    _lock = threading.Lock()
-
-    def __init__(self, library: str | None) -> None:
-        name = library or ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        try:
-            self.lib = ctypes.CDLL(name)
-        except OSError as e:
-            raise EspeakError(
-                f"espeak-ng library not found ({name}): install it (Debian/Ubuntu: apt-get install "
-                "espeak-ng) to generate synthetic speech; inference never needs it") from e
-        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None,
-                                                      _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
-        if self.sample_rate <= 0:
-            raise EspeakError(f"espeak_Initialize failed (returned {self.sample_rate}); is espeak-ng-data installed?")
-        self._chunks: list[np.ndarray] = []
-        self._events: list[tuple[int, int, str]] = []
-        self._callback = _CALLBACK(self._on_audio)  # keep a reference: ctypes would free it
-        self.lib.espeak_SetSynthCallback(self._callback)
-
-    @classmethod
-    def get(cls, library: str | None = None) -> _Espeak:
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls(library)
-            return cls._instance
-
-    def _on_audio(self, wav, n: int, events) -> int:
-        if n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        i = 0
-        while events[i].type != _EV_LIST_TERMINATED:
-            ev = events[i]
-            symbol = ev.id.string.decode("utf-8", "replace") if ev.type == _EV_PHONEME else ""
-            self._events.append((ev.type, ev.sample, symbol))
-            i += 1
-        return 0
-
-    def speak(self, p: SpeechParams) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
-        voice = f"{p.voice}+{p.variant}" if p.variant else p.voice
-        with self._lock:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise EspeakError(f"espeak-ng has no voice {voice!r}; voices: {VOICES}, variants: {VARIANTS}")
-            for key, value in ((_P_RATE, p.rate), (_P_PITCH, p.pitch), (_P_RANGE, p.pitch_range),
-                               (_P_WORDGAP, p.word_gap), (_P_VOLUME, 100)):
-                self.lib.espeak_SetParameter(key, int(value), 0)
-            self._chunks, self._events = [], []
-            text = p.text.encode("utf-8") + b"\0"
-            err = self.lib.espeak_Synth(text, len(text), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0 or self.lib.espeak_Synchronize() != 0:
-                raise EspeakError(f"espeak-ng failed on {p.text!r} (error {err})")
-            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return wav, list(self._events)
-
-
+@lru_cache(maxsize=8)
 def synthesize(params: SpeechParams, sample_rate: int = SAMPLE_RATE, library: str | None = None) -> Utterance:
     """Speak ``params.text`` with espeak-ng; return 16 kHz float32 audio and timed phonemes.
+
+    Each call runs espeak-ng in a fresh process, so the result depends only on the arguments
+    (the last few results are cached; the returned ``wav`` is read-only).
 
     Parameters
     ----------
@@ -207,9 +210,7 @@ def synthesize(params: SpeechParams, sample_rate: int = SAMPLE_RATE, library: st
     ------
     EspeakError : espeak-ng is not installed, the voice does not exist, or synthesis failed.
     """
-    engine = _Espeak.get(library)
-    raw, events = engine.speak(params)
-    native = engine.sample_rate
+    native, raw, events = _run_espeak(params, library)
     g = np.gcd(sample_rate, native)
     wav = resample_poly(raw.astype(np.float32) / 32768.0, sample_rate // g, native // g).astype(np.float32)
     duration = len(wav) / sample_rate
@@ -221,7 +222,9 @@ def synthesize(params: SpeechParams, sample_rate: int = SAMPLE_RATE, library: st
             phonemes.append(Phoneme(sym, round(start, 5), round(min(end, duration), 5)))
     if not phonemes:
         raise EspeakError(f"espeak-ng returned no phonemes for {params.text!r}")
-    return Utterance(np.clip(wav, -1, 1), sample_rate, tuple(phonemes), params)
+    wav = np.clip(wav, -1, 1)
+    wav.setflags(write=False)
+    return Utterance(wav, sample_rate, tuple(phonemes), params)
 
 
 def _fill_template(rng: np.random.Generator, template: str) -> str:

@@ -55,28 +55,78 @@ VISEMES: dict[str, tuple[tuple[float, float, float, float], float]] = {
 }
 
 _SINGLE = {
-    "p": "bilabial", "b": "bilabial", "m": "bilabial",
-    "f": "labiodental", "v": "labiodental",
-    "T": "dental", "D": "dental",
-    "t": "alveolar", "d": "alveolar", "n": "alveolar", "l": "alveolar", "L": "alveolar", "?": "glottal",
-    "s": "sibilant", "z": "sibilant",
-    "S": "postalveolar", "Z": "postalveolar", "tS": "postalveolar", "dZ": "postalveolar",
-    "r": "r", "k": "velar", "g": "velar", "N": "velar", "x": "velar", "h": "glottal",
-    "w": "w", "W": "w", "j": "j",
-    "i": "i", "i:": "i", "I": "i", "y": "u",
-    "e": "e", "E": "e", "e:": "e", "&": "a",
-    "a": "a", "A": "a", "A:": "a", "aa": "a", "a:": "a",
-    "@": "schwa", "3": "schwa", "3:": "schwa", "@L": "schwa",
+    "p": "bilabial",
+    "b": "bilabial",
+    "m": "bilabial",
+    "f": "labiodental",
+    "v": "labiodental",
+    "T": "dental",
+    "D": "dental",
+    "t": "alveolar",
+    "d": "alveolar",
+    "n": "alveolar",
+    "l": "alveolar",
+    "L": "alveolar",
+    "?": "glottal",
+    "s": "sibilant",
+    "z": "sibilant",
+    "S": "postalveolar",
+    "Z": "postalveolar",
+    "tS": "postalveolar",
+    "dZ": "postalveolar",
+    "r": "r",
+    "k": "velar",
+    "g": "velar",
+    "N": "velar",
+    "x": "velar",
+    "h": "glottal",
+    "w": "w",
+    "W": "w",
+    "j": "j",
+    "i": "i",
+    "i:": "i",
+    "I": "i",
+    "y": "u",
+    "e": "e",
+    "E": "e",
+    "e:": "e",
+    "&": "a",
+    "a": "a",
+    "A": "a",
+    "A:": "a",
+    "aa": "a",
+    "a:": "a",
+    "@": "schwa",
+    "3": "schwa",
+    "3:": "schwa",
+    "@L": "schwa",
     "V": "V",
-    "0": "o", "O": "o", "O:": "o",
-    "o": "ou", "o:": "ou",
-    "u": "u", "u:": "u", "U": "u",
+    "0": "o",
+    "O": "o",
+    "O:": "o",
+    "o": "ou",
+    "o:": "ou",
+    "u": "u",
+    "u:": "u",
+    "U": "u",
 }
 _MULTI = {
-    "aI": ("a", "i"), "aU": ("a", "u"), "eI": ("e", "i"), "OI": ("o", "i"), "oU": ("ou", "u"),
-    "@U": ("schwa", "u"), "i@": ("i", "schwa"), "e@": ("e", "schwa"), "U@": ("u", "schwa"),
-    "aI@": ("a", "i", "schwa"), "aU@": ("a", "u", "schwa"), "A@": ("a", "schwa"), "O@": ("o", "schwa"),
-    "i@3": ("i", "schwa"), "o@": ("ou", "schwa"), "eI@": ("e", "i", "schwa"),
+    "aI": ("a", "i"),
+    "aU": ("a", "u"),
+    "eI": ("e", "i"),
+    "OI": ("o", "i"),
+    "oU": ("ou", "u"),
+    "@U": ("schwa", "u"),
+    "i@": ("i", "schwa"),
+    "e@": ("e", "schwa"),
+    "U@": ("u", "schwa"),
+    "aI@": ("a", "i", "schwa"),
+    "aU@": ("a", "u", "schwa"),
+    "A@": ("a", "schwa"),
+    "O@": ("o", "schwa"),
+    "i@3": ("i", "schwa"),
+    "o@": ("ou", "schwa"),
+    "eI@": ("e", "i", "schwa"),
 }
 _STRIP = "0123456789#-[;,'!^%=~"
 _DT = 1.0 / 400.0  # trajectory resolution (s)
@@ -115,8 +165,13 @@ def _segments(phonemes: Sequence[Phoneme]) -> tuple[np.ndarray, np.ndarray, np.n
     return (np.asarray(starts), np.asarray(ends), np.asarray(targets, np.float64), np.asarray(dominance))
 
 
-def mouth_track(phonemes: Sequence[Phoneme], n_frames: int, fps: float = 25.0, offset: float = 0.0,
-                articulation: float = 1.0) -> np.ndarray:
+def mouth_track(
+    phonemes: Sequence[Phoneme],
+    n_frames: int,
+    fps: float = 25.0,
+    offset: float = 0.0,
+    articulation: float = 1.0,
+) -> np.ndarray:
     """Per-frame mouth parameters for timed phonemes.
 
     Parameters
@@ -170,7 +225,9 @@ def opening(mouth: np.ndarray) -> np.ndarray:
     return mouth[:, 0].copy()
 
 
-def mouth_from_audio(wav: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
+def mouth_from_audio(
+    wav: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000
+) -> np.ndarray:
     """Rough mouth track from a waveform alone, for audio without phoneme timings.
 
     The opening follows the loudness of the 300-3000 Hz band (log energy per frame, scaled
@@ -192,7 +249,7 @@ def mouth_from_audio(wav: np.ndarray, n_frames: int, fps: float = 25.0, sample_r
     energy = np.empty(n_frames)
     for i in range(n_frames):
         c = int((i + 0.5) * hop)
-        seg = wav[max(0, c - win // 2): c + win // 2]
+        seg = wav[max(0, c - win // 2) : c + win // 2]
         seg = np.pad(seg, (0, win - len(seg)))
         spec = np.abs(np.fft.rfft(seg * window)) ** 2
         energy[i] = 10 * np.log10(spec[band].sum() + 1e-10)

@@ -1,0 +1,271 @@
+"""Benchmark of the dubbing engine: end-to-end fps, per-stage times, peak memory.
+
+    python bench/infer.py                         # everything (slow: includes a 5 min input)
+    python bench/infer.py --quick                 # 720p only, 4 s clips, 60 s "long" input
+    python bench/infer.py --sizes 720 --models tiny --skip-memory
+
+For each input size (720p, 1080p) and generator (the tiny default model, the public
+Wav2Lip-size generator) it dubs a clip with
+
+* ``engine``: ``lipsync.LipSync.dub`` (streaming, threaded decode/detect/encode, BatchNorm
+  folded, bf16 where the CPU has it and the model agrees with fp32), and
+* ``naive``: a straightforward implementation like the public release's script: every frame
+  decoded into a list first, then detection, cropping, generation (eager fp32 model, batches of
+  the same size), blending and encoding, one stage after the other.
+
+and prints frames per second, seconds per stage, CPU seconds and peak RSS.  Each run is a
+separate subprocess, so peak RSS is per run.  The memory part dubs a 10 s and a 5 min input at
+720p with the engine: peak RSS must be about equal (it is bounded by the frames in flight).
+The naive implementation's peak RSS grows by one decoded frame per input frame (2.6 MiB at
+720p), so it is measured on the 10 s input only and its 5 min figure is extrapolated.
+
+Inputs are generated (a real public-domain face photo moving over a background, plus
+speech-like audio) into a temporary folder; weights are random (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # media.py: the test suite's face photos and speech
+
+SIZES = {"720": (720, 1280), "1080": (1080, 1920), "480": (480, 854)}
+MODELS = {"tiny": "marlin_lip_tiny", "wav2lip": "wav2lip"}
+
+
+# ----------------------------------------------------------------------------- inputs
+def make_video(path: Path, size: tuple[int, int], seconds: float, fps: int = 25) -> Path:
+    """A moving real face over a plain background, with speech, written frame by frame."""
+    import av
+    from media import face_photo, place, speech_like
+
+    h, w = size
+    photo = face_photo("astronaut")
+    n = int(round(seconds * fps))
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"crf": "20", "preset": "ultrafast"}
+        for i in range(n):
+            cx, cy = w / 2 + 0.05 * w * np.sin(i / 20), h / 2 + 0.03 * h * np.cos(i / 25)
+            img = place(photo, (h, w), (cx, cy), 0.8 * h / photo.shape[0] * (1 + 0.05 * np.sin(i / 30)))
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    import soundfile as sf
+
+    sf.write(path.with_suffix(".wav"), speech_like(seconds, seed=1), 16000)
+    return path
+
+
+def make_checkpoint(path: Path, name: str) -> Path:
+    import torch
+
+    from lipsync.checkpoints import save
+    from lipsync.models import create_model
+
+    torch.manual_seed(0)
+    return save(path, create_model(MODELS[name]))
+
+
+# ----------------------------------------------------------------------------- naive baseline
+def naive_dub(video: Path, audio: Path, out: Path, checkpoint: Path, batch_size: int) -> dict:
+    """Everything in memory, one stage after the other (the public release's structure)."""
+    import torch
+
+    from audio import load_audio, mel_window_starts, melspectrogram
+    from lipsync.checkpoints import load
+    from lipsync.inference.engine import MelSource
+    from lipsync.inference.writer import DubWriter
+    from marlin.face import FaceDetector, FaceTracker, TrackConfig, paste_back, wav2lip_crop
+    from marlin.video import iter_frames, probe
+
+    times = {}
+    t0 = time.perf_counter()
+    model = load(checkpoint).model.eval()
+    info = probe(video)
+    frames = [f.image for f in iter_frames(video, fps=info.fps)]  # every frame in RAM
+    times["decode"] = time.perf_counter() - t0
+    wav = load_audio(audio)
+    mel = melspectrogram(wav)
+    n = min(len(frames), round(len(wav) / 16000 * float(info.fps)))
+    mels = MelSource(mel, mel_window_starts(mel, info.fps, n_frames=n))
+    t0 = time.perf_counter()
+    tracker = FaceTracker(TrackConfig(), FaceDetector("mediapipe"))
+    tracks = []
+    for img in frames[:n]:
+        tracks += tracker.push(img)
+    tracks += tracker.flush()
+    times["detect"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    crops = [wav2lip_crop(img, tr.box, (0, 10, 0, 0), model.img_size) for img, tr in zip(frames, tracks)]
+    times["crop"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    window = model.frames_per_window
+    generated = []
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            idx = list(range(s, min(n, s + batch_size)))
+            idx += [idx[-1]] * (-len(idx) % window)
+            x = torch.from_numpy(np.stack([crops[i][0] for i in idx])).permute(0, 3, 1, 2).float() / 255
+            masked = x.clone()
+            masked[:, :, x.shape[2] // 2:] = 0
+            faces = torch.cat([masked, x], 1)
+            m = torch.from_numpy(mels.windows(idx)).unsqueeze(1)
+            if window > 1:
+                b = len(idx) // window
+                faces = faces.view(b, window, 6, *faces.shape[2:]).transpose(1, 2)
+                m = m.view(b, window, 1, 80, 16)
+            y = model(faces, m)
+            if window > 1:
+                y = y.transpose(1, 2).reshape(len(idx), 3, *y.shape[3:])
+            y = (y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            generated += list(y[: min(n, s + batch_size) - s])
+    times["generate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outputs = [paste_back(frames[i], generated[i], crops[i][1], tracks[i].landmarks) for i in range(n)]
+    times["blend"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    writer = DubWriter(out, (info.width, info.height), info.fps, str(audio), len(wav) / 16000)
+    for img in outputs:
+        writer.write(img)
+    writer.close()
+    times["encode"] = time.perf_counter() - t0
+    return {"frames": n, "stage_times": times}
+
+
+# ----------------------------------------------------------------------------- one run
+def worker(args: argparse.Namespace) -> None:
+    """Run one configuration and print one JSON line (runs in its own process)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    video, audio, out = Path(args.video), Path(args.video).with_suffix(".wav"), Path(args.out)
+    started = time.perf_counter()
+    cpu0 = time.process_time()
+    if args.mode == "engine":
+        from lipsync import LipSync
+
+        ls = LipSync.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+        load_s = time.perf_counter() - started
+        t0 = time.perf_counter()
+        s = ls.dub(video, audio, out, batch_size=args.batch_size)
+        result = {"frames": s.frames, "faces": s.faces_found, "stage_times": s.stage_times.as_dict(),
+                  "precision": str(ls.runner.dtype).replace("torch.", "")}
+    else:
+        load_s = 0.0
+        t0 = time.perf_counter()
+        result = naive_dub(video, audio, out, Path(args.checkpoint), args.batch_size)
+        result["precision"] = "float32"
+    wall = time.perf_counter() - t0
+    result.update(wall=wall, load=load_s, fps=result["frames"] / wall, cpu=time.process_time() - cpu0,
+                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_one(mode: str, video: Path, checkpoint: Path, out: Path, batch_size: int, device: str,
+            precision: str = "auto") -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--video", str(video), "--out", str(out),
+           "--checkpoint", str(checkpoint), "--batch-size", str(batch_size), "--device", device,
+           "--precision", precision]
+    env = dict(os.environ, GLOG_minloglevel="2", PYTHONPATH=str(ROOT))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in res.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{mode} run failed:\n{res.stderr[-3000:]}")
+
+
+def _row(label: str, r: dict) -> str:
+    st = r["stage_times"]
+    stages = " ".join(f"{k[:5]}={st.get(k, 0):.1f}" for k in ("decode", "detect", "marlin", "generate",
+                                                              "blend", "encode"))
+    return (f"{label:<28} {r['frames']:>5} fr  {r['fps']:6.2f} fps  wall {r['wall']:7.1f}s  "
+            f"cpu {r['cpu']:7.1f}s  rss {r['peak_rss_mib']:7.0f} MiB  [{r['precision']}]  {stages}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="720,1080", help="comma-separated input heights (480, 720, 1080)")
+    p.add_argument("--models", default="tiny,wav2lip", help="comma-separated: tiny, wav2lip")
+    p.add_argument("--seconds", type=float, default=10.0, help="clip length for the fps runs")
+    p.add_argument("--long-seconds", type=float, default=300.0, help="long input for the memory run")
+    p.add_argument("--memory-size", default="720", help="input height for the memory runs")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--quick", action="store_true", help="720p, 4 s clips, a 60 s long input")
+    p.add_argument("--json", default=None, help="also write all results to this JSON file")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="engine", help=argparse.SUPPRESS)
+    p.add_argument("--video", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    if args.quick:
+        args.sizes, args.seconds, args.long_seconds = "720", 4.0, 60.0
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, cuda: {torch.cuda.is_available()}", flush=True)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+        d = Path(tmp)
+        ckpts = {m: make_checkpoint(d / f"{m}.safetensors", m) for m in args.models.split(",")}
+        for size in args.sizes.split(","):
+            video = make_video(d / f"in_{size}.mp4", SIZES[size], args.seconds)
+            for model, ckpt in ckpts.items():
+                for mode in ("engine",) if args.skip_naive else ("engine", "naive"):
+                    key = f"{size}p {model} {mode}"
+                    r = run_one(mode, video, ckpt, d / "out.mp4", args.batch_size, args.device)
+                    results[key] = r
+                    print(_row(key, r), flush=True)
+                if not args.skip_naive:
+                    e, n = results[f"{size}p {model} engine"], results[f"{size}p {model} naive"]
+                    print(f"{'':<28} engine / naive throughput: {e['fps'] / n['fps']:.2f}x", flush=True)
+        if not args.skip_memory:
+            msize = args.memory_size
+            tiny = ckpts.get("tiny") or make_checkpoint(d / "tiny.safetensors", "tiny")
+            for label, seconds in (("short", 10.0), ("long", args.long_seconds)):
+                video = make_video(d / f"mem_{label}.mp4", SIZES[msize], seconds)
+                key = f"{msize}p {seconds:g}s tiny engine"
+                results[key] = run_one("engine", video, tiny, d / "out.mp4", args.batch_size, args.device)
+                print(_row(key, results[key]), flush=True)
+                if label == "short" and not args.skip_naive:
+                    key = f"{msize}p {seconds:g}s tiny naive"
+                    results[key] = run_one("naive", video, tiny, d / "out.mp4", args.batch_size, args.device)
+                    print(_row(key, results[key]), flush=True)
+                video.unlink()
+            short = results[f"{msize}p 10s tiny engine"]["peak_rss_mib"]
+            long = results[f"{msize}p {args.long_seconds:g}s tiny engine"]["peak_rss_mib"]
+            print(f"engine peak RSS: 10 s input {short:.0f} MiB, {args.long_seconds:g} s input {long:.0f} MiB "
+                  f"(ratio {long / short:.2f})", flush=True)
+            if not args.skip_naive:
+                h, w = SIZES[msize]
+                naive = results[f"{msize}p 10s tiny naive"]["peak_rss_mib"]
+                extra = (args.long_seconds - 10) * 25 * h * w * 3 * 2 / 2**20  # input + output frame lists
+                print(f"naive peak RSS: 10 s input {naive:.0f} MiB; {args.long_seconds:g} s input would need about "
+                      f"{naive + extra:.0f} MiB (two frame lists of {h}x{w})", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Score generated talking-face videos: LSE-D / LSE-C, FID, LPIPS, SSIM, PSNR (and our expert's sync).
+
+    python -m lipsync.evaluate --videos results/ --reference originals/ --metrics lse,fid,lpips,ssim,psnr
+
+Per-video rows and their arithmetic mean go to the terminal, a JSON and a CSV file. FID is
+one number for the whole set (generated frames vs reference frames). Reference videos are
+matched to generated ones by file name (stem). A metric whose weight file is missing prints
+one line saying where to put the file, and the others still run. See docs/usage/evaluate.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsync.metrics import clips, report
+from lipsync.metrics.weights import MissingWeights, resolve, weights_dir
+
+log = logging.getLogger("lipsync.evaluate")
+
+METRICS = ("lse", "expert", "fid", "lpips", "ssim", "psnr")
+DEFAULT_METRICS = "lse,expert,fid,lpips,ssim,psnr"
+PAIR_METRICS = ("lpips", "ssim", "psnr")
+NEEDS_REFERENCE = ("fid", *PAIR_METRICS)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+CHUNK = 16  # frame pairs per metric batch
+
+
+class EvalInputError(ValueError):
+    """Bad command-line input (reported as one ``error:`` line, exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lipsync.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--videos",
+        required=True,
+        help="generated videos: a folder, a video file, or a text file "
+        "listing one video path per line (relative paths from the list's folder)",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="folder of reference (ground-truth) videos, matched to the "
+        "generated ones by file name; needed by fid, lpips, ssim, psnr",
+    )
+    p.add_argument(
+        "--metrics", default=DEFAULT_METRICS, help=f"comma-separated subset of {','.join(METRICS)}"
+    )
+    p.add_argument(
+        "--lse-mode",
+        choices=clips.LSE_MODES,
+        default="wild",
+        help="SyncNet input: 'whole' resizes "
+        "whole frames to 224 (LRS2-style face-crop clips, as the published LRS2 scores); 'wild' tracks "
+        "and crops the face (real videos)",
+    )
+    p.add_argument(
+        "--region",
+        choices=clips.REGIONS,
+        default="face",
+        help="FID / LPIPS / SSIM / PSNR on face crops or on full frames",
+    )
+    p.add_argument("--crop-size", type=int, default=224, help="side of the face crops for --region face")
+    p.add_argument(
+        "--syncnet-v2",
+        default=None,
+        help=f"SyncNet v2 weights (default: syncnet_v2.model in {weights_dir()})",
+    )
+    p.add_argument(
+        "--fid-weights",
+        default=None,
+        help="pytorch-fid Inception weights "
+        "(default: pt_inception-2015-12-05-6726825d.pth in the weights folder)",
+    )
+    p.add_argument("--lpips-net", choices=("alex", "vgg", "squeeze"), default="alex", help="LPIPS backbone")
+    p.add_argument(
+        "--lpips-weights",
+        default=None,
+        help="torchvision ImageNet weights of the LPIPS backbone "
+        "(default: alexnet-owt-7be5be79.pth etc. in the weights folder)",
+    )
+    p.add_argument(
+        "--lpips-lin",
+        default=None,
+        help="LPIPS linear-layer weights (default: the v0.1 file shipped in the lpips package)",
+    )
+    p.add_argument(
+        "--sync-expert",
+        default=None,
+        help="this project's sync expert checkpoint for the 'expert' "
+        "metric (default: sync_expert.safetensors in the weights folder)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("mediapipe", "haar", "fan"),
+        default="mediapipe",
+        help="face detector for face tracking",
+    )
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=20, help="SyncNet windows per forward pass")
+    p.add_argument("--json", default="evaluation.json", help="JSON output path ('' to skip)")
+    p.add_argument("--csv", default="evaluation.csv", help="CSV output path ('' to skip)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
+    return p
+
+
+def list_videos(spec: str | Path) -> list[Path]:
+    """Videos named by ``spec``: a folder (its video files, sorted), a video file, or a text list."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        if not found:
+            raise EvalInputError(f"{path}: no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder")
+        return found
+    if not path.is_file():
+        raise EvalInputError(f"{path}: no such file or folder")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return [path]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvalInputError(f"{path}: not a video or a readable list of videos ({e})") from e
+    videos = [(path.parent / line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    missing = [str(v) for v in videos if not v.is_file()]
+    if not videos:
+        raise EvalInputError(f"{path}: the list names no videos")
+    if missing:
+        raise EvalInputError(f"{path}: {len(missing)} listed videos do not exist (first: {missing[0]})")
+    return videos
+
+
+def match_references(videos: Sequence[Path], reference: Path) -> dict[Path, Path | None]:
+    """Reference video of each generated one: the file in ``reference`` with the same stem."""
+    by_stem: dict[str, Path] = {}
+    for p in list_videos(reference):
+        by_stem.setdefault(p.stem, p)
+    return {v: by_stem.get(v.stem) for v in videos}
+
+
+def parse_metrics(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise EvalInputError(
+            f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METRICS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except RuntimeError as e:
+        raise EvalInputError(f"invalid --device {name!r} ({e})") from e
+    return name
+
+
+class Evaluator:
+    """Holds the loaded networks and the FID statistics while videos are scored one by one."""
+
+    def __init__(self, args: argparse.Namespace, metrics: list[str], notices: list[str]) -> None:
+        self.args, self.notices = args, notices
+        self.device = _device(args.device)
+        self.metrics = [m for m in metrics if self._prepare(m)]
+        self._detector = None
+
+    def _skip(self, metric: str, reason: str) -> bool:
+        self.notices.append(f"{reason}; skipping {metric}")
+        return False
+
+    def _prepare(self, metric: str) -> bool:
+        a = self.args
+        try:
+            if metric == "lse":
+                from lipsync.checkpoints import CheckpointError, load
+
+                try:
+                    self.syncnet = load(
+                        resolve("syncnet_v2", a.syncnet_v2), self.device, kind="syncnet_v2"
+                    ).model
+                except CheckpointError as e:
+                    return self._skip(metric, str(e))
+            elif metric == "expert":
+                from lipsync.checkpoints import CheckpointError
+                from lipsync.metrics.expert import load_expert
+
+                try:
+                    self.expert = load_expert(resolve("sync_expert", a.sync_expert), self.device)
+                except CheckpointError as e:
+                    return self._skip(metric, str(e))
+            elif metric == "fid":
+                from lipsync.metrics.fid import ActivationStats, FIDExtractor
+
+                try:
+                    self.fid = FIDExtractor(resolve("fid_inception", a.fid_weights), self.device)
+                except ValueError as e:
+                    return self._skip(metric, str(e))
+                self.fid_gen, self.fid_ref = ActivationStats(), ActivationStats()
+            elif metric == "lpips":
+                from lipsync.metrics.perceptual import LPIPSMetric
+
+                try:
+                    self.lpips = LPIPSMetric(
+                        a.lpips_net,
+                        resolve(f"lpips_{a.lpips_net}", a.lpips_weights),
+                        a.lpips_lin,
+                        self.device,
+                    )
+                except (ValueError, OSError) as e:
+                    return self._skip(metric, str(e).splitlines()[0])
+        except MissingWeights as e:
+            return self._skip(metric, str(e))
+        return True
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from marlin.face import FaceDetector
+
+            self._detector = FaceDetector(self.args.detector)
+        return self._detector
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+
+    def score(self, video: Path, ref: Path | None) -> dict[str, Any]:
+        """One result row; a failing metric leaves its cells empty and notes the reason."""
+        row: dict[str, Any] = {"video": str(video), "reference": str(ref) if ref else None, "errors": []}
+        steps = [("lse", self._lse), ("expert", self._expert)]
+        for name, step in steps:
+            if name in self.metrics:
+                self._guard(row, name, step, video)
+        if ref is not None and any(m in self.metrics for m in ("fid", *PAIR_METRICS)):
+            self._guard(row, "pairs", self._pairs, video, ref)
+        elif "fid" in self.metrics:
+            self._guard(row, "fid", self._fid_only, video, self.fid_gen)
+        return row
+
+    @staticmethod
+    def _guard(row: dict[str, Any], name: str, fn, *args) -> None:
+        try:
+            row.update(fn(*args))
+        except Exception as e:  # one bad file must not stop the batch
+            log.debug("%s failed on %s", name, args[0], exc_info=True)
+            row["errors"].append(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+    def _lse(self, video: Path) -> dict[str, Any]:
+        from lipsync.metrics.lse import score_video
+
+        det = self.detector if self.args.lse_mode == "wild" else None
+        score, _, frames = score_video(
+            self.syncnet, video, self.args.lse_mode, det, batch_size=self.args.batch_size, device=self.device
+        )
+        return {"lse_d": score.lse_d, "lse_c": score.lse_c, "av_offset": score.offset, "lse_frames": frames}
+
+    def _expert(self, video: Path) -> dict[str, Any]:
+        from lipsync.metrics.expert import expert_score_video
+
+        value, n = expert_score_video(self.expert, video, self.detector, device=self.device)
+        return {"expert_sync": value, "expert_windows": n}
+
+    def _fid_only(self, video: Path, stats) -> dict[str, Any]:
+        det = self.detector if self.args.region == "face" else None
+        chunk: list[np.ndarray] = []
+        for img in clips.region_frames(video, self.args.region, self.args.crop_size, det):
+            chunk.append(img)
+            if len(chunk) == CHUNK:
+                self.fid.update(stats, np.stack(chunk))
+                chunk = []
+        if chunk:
+            self.fid.update(stats, np.stack(chunk))
+        return {}
+
+    def _pairs(self, video: Path, ref: Path) -> dict[str, Any]:
+        from lipsync.metrics.perceptual import psnr, ssim
+
+        det = self.detector if self.args.region == "face" else None
+        vals: dict[str, list[np.ndarray]] = {m: [] for m in PAIR_METRICS if m in self.metrics}
+        n = 0
+
+        def run(gen: np.ndarray, refs: np.ndarray) -> None:
+            if "fid" in self.metrics:
+                self.fid.update(self.fid_gen, gen)
+                self.fid.update(self.fid_ref, refs)
+            if "lpips" in vals:
+                vals["lpips"].append(self.lpips(gen, refs))
+            if "ssim" in vals:
+                vals["ssim"].append(ssim(gen, refs))
+            if "psnr" in vals:
+                vals["psnr"].append(psnr(gen, refs))
+
+        gens, refs = [], []
+        for g, r in clips.frame_pairs(video, ref, self.args.region, self.args.crop_size, det):
+            gens.append(g)
+            refs.append(r)
+            n += 1
+            if len(gens) == CHUNK:
+                run(np.stack(gens), np.stack(refs))
+                gens, refs = [], []
+        if gens:
+            run(np.stack(gens), np.stack(refs))
+        if n == 0:
+            raise ValueError("no aligned frame pairs (no face in the reference?)")
+        out: dict[str, Any] = {k: float(np.concatenate(v).mean()) for k, v in vals.items()}
+        if vals:
+            out["pairs"] = n
+        return out
+
+    def fid_result(self, extra_refs: Iterable[Path]) -> dict[str, Any] | None:
+        """Add unmatched reference videos to the reference set and compute the set-level FID."""
+        if "fid" not in self.metrics:
+            return None
+        from lipsync.metrics.fid import fid_from_stats
+
+        for ref in extra_refs:
+            try:
+                self._fid_only(ref, self.fid_ref)
+            except Exception as e:
+                self.notices.append(f"{ref}: left out of the FID reference set ({str(e).splitlines()[0]})")
+        res = {
+            "region": self.args.region,
+            "generated_frames": self.fid_gen.count,
+            "reference_frames": self.fid_ref.count,
+            "fid": None,
+        }
+        if self.fid_gen.count < 2 or self.fid_ref.count < 2:
+            self.notices.append("FID needs at least 2 frames on each side; not computed")
+            return res
+        res["fid"] = fid_from_stats(self.fid_gen, self.fid_ref)
+        return res
+
+
+def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+    metrics = parse_metrics(args.metrics)
+    explicit = args.metrics != DEFAULT_METRICS
+    videos = list_videos(args.videos)
+    notices: list[str] = []
+    refs: dict[Path, Path | None] = {v: None for v in videos}
+    ref_all: list[Path] = []
+    if args.reference is not None:
+        if not Path(args.reference).expanduser().is_dir():
+            raise EvalInputError(f"--reference {args.reference}: not a folder of videos")
+        ref_all = list_videos(args.reference)
+        refs = match_references(videos, Path(args.reference).expanduser())
+        unmatched = [v.name for v, r in refs.items() if r is None]
+        if unmatched:
+            notices.append(
+                f"no reference video for {len(unmatched)} of {len(videos)} (e.g. {unmatched[0]}); "
+                "their LPIPS/SSIM/PSNR are left empty"
+            )
+    else:
+        wanted = [m for m in metrics if m in NEEDS_REFERENCE]
+        if wanted and explicit:
+            raise EvalInputError(f"--reference is needed for {', '.join(wanted)}")
+        if wanted:
+            notices.append(f"no --reference: skipping {', '.join(wanted)}")
+        metrics = [m for m in metrics if m not in NEEDS_REFERENCE]
+    if args.crop_size < 16:
+        raise EvalInputError(f"--crop-size must be at least 16, got {args.crop_size}")
+    if args.batch_size < 1:
+        raise EvalInputError(f"--batch-size must be positive, got {args.batch_size}")
+
+    def flush_notices() -> None:
+        for line in notices:
+            print(f"warning: {line}", file=err)
+        notices.clear()
+
+    ev = Evaluator(args, metrics, notices)
+    flush_notices()
+    if not ev.metrics:
+        raise EvalInputError("no metric can run (see the warnings above)")
+    from tqdm import tqdm
+
+    rows = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for video in tqdm(videos, desc="evaluating", unit="video", disable=not args.progress, file=err):
+                rows.append(ev.score(video, refs.get(video)))
+            matched = {r for r in refs.values() if r is not None}
+            fid = ev.fid_result(p for p in ref_all if p not in matched)
+        for msg in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
+            notices.append(msg)
+    finally:
+        ev.close()
+    summary = report.mean_row(rows)
+    flush_notices()
+    print(report.format_table(rows, summary, fid), file=out)
+    result = {
+        "metrics": ev.metrics,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "csv")},
+        "videos": rows,
+        "mean": summary,
+        "fid": fid,
+        "notes": {"expert_sync": report.EXPERT_NOTE} if "expert" in ev.metrics else {},
+    }
+    if args.json:
+        print(f"wrote {report.write_json(args.json, result)}", file=err)
+    if args.csv:
+        print(f"wrote {report.write_csv(args.csv, rows, summary, fid)}", file=err)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return run(args)
+    except (EvalInputError, MissingWeights) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""Preprocess talking-face videos for training: ``python -m lipsync.preprocess --input IN --output DATA``.
+
+``IN`` is any folder of videos (searched recursively; this covers the LRS2 layout
+``mvlrs_v1/main/<id>/<utt>.mp4``), a folder already in the public Wav2Lip layout
+(``<videoID>/<utt>/<n>.jpg`` face crops + ``audio.wav``), a single video, or a file list (one
+video or frame folder per line, relative to ``--root`` or the list's folder; a ``.mp4`` suffix
+is tried when a line names neither, as in Wav2Lip's ``<videoID>/<utt>`` lists).
+
+Each input becomes one or more clips in the ``marlin.data`` layout (``DATA/<clip_id>/``):
+25 fps frames, face crops tracked and smoothed over time (the padded-box crop
+``marlin.face.wav2lip_crop`` that ``lipsync.infer`` uses, resized to ``--size``), 478 landmarks
+in crop pixels, source boxes, MARLIN region maps, 16 kHz mono audio cut to the frames, and
+``meta.json``.  A clip is one run of consecutive frames with a face; runs shorter than
+``--min-frames`` are dropped and runs longer than ``--max-frames`` are split.
+
+- Parallel (``--workers``), each worker with its own face detector.
+- Resumable: a source whose record in ``DATA/.preprocess/`` matches its size, modification time
+  and the settings is skipped; every clip is written to a temporary folder and renamed.
+- A final report (``DATA/preprocess_report.json`` and printed) names every skipped file and the
+  reason: ``unreadable``, ``no audio``, ``no face`` or ``too short``.
+- ``DATA/train.txt`` and ``DATA/val.txt``: a split by identity (the folder above each clip: the
+  LRS2 / Wav2Lip video id, a speaker folder; ``manifest.json`` identities for synthetic data);
+  with a single identity the clips themselves are split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import logging
+import math
+import multiprocessing
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marlin.data import VIDEO_SUFFIXES, DataError, list_clips, write_clip
+from marlin.training import atomic_write
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PreprocessConfig", "Source", "SourceResult", "REASONS", "find_sources", "process_source",
+           "preprocess", "write_split", "main"]
+
+FPS = 25
+SAMPLES_PER_FRAME = 16000 // FPS
+REASONS = ("unreadable", "no audio", "no face", "too short")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+RECORDS = ".preprocess"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings that decide what a clip contains (a change re-processes every source)."""
+
+    size: int = 224  # side of the stored square crops (every model resizes to its own)
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # (top, bottom, left, right) pixels added to the box
+    min_frames: int = 25  # shortest usable run of frames with a face
+    max_frames: int = 1500  # longer runs are split into clips of at most this many frames
+    backend: str = "mediapipe"  # face detector backend (marlin.face.available_backends())
+    smooth_window: int = 5  # centred box smoothing window, frames
+    regions: bool = True  # write MARLIN region maps (needs landmarks)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a video file or a Wav2Lip-layout frame folder."""
+
+    path: Path
+    clip_id: str
+    identity: str
+    kind: str  # "video" or "frames"
+
+
+@dataclass
+class SourceResult:
+    """What became of one source: clip ids written, or the reason it was skipped."""
+
+    source: str
+    clips: list[str] = field(default_factory=list)
+    reason: str | None = None  # one of REASONS when skipped
+    detail: str = ""
+    reused: bool = False  # done by an earlier run
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+# --------------------------------------------------------------------------- finding sources
+def _is_frame_dir(path: Path) -> bool:
+    return (path / "audio.wav").is_file() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+
+
+def _manifest_identities(folder: Path) -> dict[str, str]:
+    """Video file name -> identity from a ``lipsync.data.synthetic`` manifest.json, if any."""
+    try:
+        data = json.loads((folder / "manifest.json").read_text())
+        return {c["video"]: f"id{c['identity']}" for c in data.get("clips", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _source(path: Path, base: Path, kind: str, manifests: dict[Path, dict[str, str]]) -> Source:
+    rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+    parts = rel.with_suffix("").parts if kind == "video" else rel.parts
+    clip_id = "__".join(parts) or path.stem
+    if path.parent not in manifests:
+        manifests[path.parent] = _manifest_identities(path.parent)
+    identity = manifests[path.parent].get(path.name)
+    if identity is None:  # the folder above the clip names the speaker / source video, when nested
+        identity = rel.parent.name if len(rel.parts) > 1 else clip_id
+    return Source(path, clip_id, identity, kind)
+
+
+def find_sources(input: str | Path, root: str | Path | None = None) -> tuple[list[Source], list[SourceResult]]:
+    """Sources under a folder, a single video, or listed in a file list.
+
+    Returns the sources and ``unreadable`` results for list entries that do not exist.
+    Raises :class:`DataError` when ``input`` does not exist or holds nothing usable.
+    """
+    input = Path(input)
+    manifests: dict[Path, dict[str, str]] = {}
+    missing: list[SourceResult] = []
+    if not input.exists():
+        raise DataError(f"{input}: no such file or folder")
+    if input.is_file() and input.suffix.lower() in VIDEO_SUFFIXES:
+        return [_source(input, input.parent, "video", manifests)], []
+    if input.is_file():
+        base = Path(root) if root is not None else input.parent
+        sources = []
+        for line in input.read_text(errors="replace").splitlines():
+            entry = line.split()[0] if line.strip() else ""
+            if not entry or entry.startswith("#"):
+                continue
+            path = Path(entry) if Path(entry).is_absolute() else base / entry
+            if path.is_dir() and _is_frame_dir(path):
+                sources.append(_source(path, base, "frames", manifests))
+            elif path.is_file() or path.with_name(path.name + ".mp4").is_file():
+                path = path if path.is_file() else path.with_name(path.name + ".mp4")
+                sources.append(_source(path, base, "video", manifests))
+            else:
+                missing.append(SourceResult(str(path), reason="unreadable", detail="no such video or frame folder"))
+        if not sources and not missing:
+            raise DataError(f"{input}: the file list names no videos")
+        return sources, missing
+    sources = []
+    for path in sorted(input.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(input).parts):
+            continue
+        if path.is_dir() and _is_frame_dir(path):
+            sources.append(_source(path, input, "frames", manifests))
+        elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and not any(
+                s.kind == "frames" and path.is_relative_to(s.path) for s in sources):
+            sources.append(_source(path, input, "video", manifests))
+    if not sources:
+        raise DataError(f"{input}: no videos ({', '.join(VIDEO_SUFFIXES)}) and no Wav2Lip frame folders")
+    return sources, missing
+
+
+# --------------------------------------------------------------------------- per-source work
+_DETECTOR = None
+
+
+def _detector(backend: str):
+    global _DETECTOR
+    if _DETECTOR is None or _DETECTOR.backend != backend:
+        from marlin.face import FaceDetector
+
+        _DETECTOR = FaceDetector(backend)
+    return _DETECTOR
+
+
+def _runs(found: list[bool], min_frames: int, max_frames: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of runs of True at least ``min_frames`` long, split at ``max_frames``."""
+    runs, start = [], None
+    for i, f in enumerate([*found, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            for lo in range(start, i, max_frames):
+                hi = min(i, lo + max_frames)
+                if hi - lo >= min_frames:
+                    runs.append((lo, hi))
+            start = None
+    return runs
+
+
+def _clip_arrays(crops: list[np.ndarray], landmarks: list[np.ndarray | None], cfg: PreprocessConfig
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    from marlin.face import region_labels
+
+    frames = np.stack(crops)
+    if any(lm is None for lm in landmarks) or len({lm.shape for lm in landmarks}) != 1:
+        return frames, None, None
+    lms = np.stack(landmarks).astype(np.float32)
+    regions = np.stack([region_labels(lm, frames.shape[1:3]) for lm in lms]) if cfg.regions else None
+    return frames, lms, regions
+
+
+def _write_runs(src: Source, out: Path, cfg: PreprocessConfig, crops: list, landmarks: list, boxes: list,
+                found: list[bool], wav: np.ndarray, extra: dict[str, Any]) -> list[str]:
+    usable = min(len(found), len(wav) // SAMPLES_PER_FRAME)  # frames with audio under them
+    runs = _runs(found[:usable], cfg.min_frames, cfg.max_frames)
+    if not runs:
+        longest = max((len(r) for r in "".join("1" if f else "0" for f in found[:usable]).split("0")), default=0)
+        raise _Skip("too short", f"longest run of frames with a face and audio is {longest} frames "
+                                 f"({longest / FPS:.2f} s), need {cfg.min_frames}")
+    written = []
+    for k, (lo, hi) in enumerate(runs):
+        clip_id = src.clip_id if k == 0 else f"{src.clip_id}__{k}"
+        frames, lms, regions = _clip_arrays(crops[lo:hi], landmarks[lo:hi], cfg)
+        meta = {"fps": FPS, "source": str(src.path), "identity": src.identity, "start_frame": lo,
+                "crop": "wav2lip_crop", "pads": list(cfg.pads), **extra}
+        write_clip(out, clip_id, frames, regions=regions, landmarks=lms, boxes=np.stack(boxes[lo:hi]),
+                   audio=wav[lo * SAMPLES_PER_FRAME:hi * SAMPLES_PER_FRAME], meta=meta)
+        written.append(clip_id)
+    return written
+
+
+def _load_wav(path: Path) -> np.ndarray:
+    from audio import AudioError, load_audio
+
+    try:
+        wav = load_audio(path)
+    except AudioError as e:
+        raise _Skip("no audio", str(e)) from e
+    if wav.size == 0 or not np.any(wav):
+        raise _Skip("no audio", f"{path}: the audio track is empty or silent")
+    return wav
+
+
+def _process_video(src: Source, out: Path, cfg: PreprocessConfig) -> list[str]:
+    from marlin.face import TrackConfig, track_video, wav2lip_crop
+    from marlin.video import VideoError, probe
+
+    try:
+        info = probe(src.path)
+    except VideoError as e:
+        raise _Skip("unreadable", str(e)) from e
+    if not info.has_audio:
+        raise _Skip("no audio", f"{src.path}: the video has no audio stream")
+    wav = _load_wav(src.path)
+    crops, landmarks, boxes, found = [], [], [], []
+    try:
+        for frame, tr in track_video(src.path, fps=FPS, detector=_detector(cfg.backend),
+                                     config=TrackConfig(box_window=cfg.smooth_window)):
+            crop = None
+            if tr.found:
+                try:
+                    crop, cmap = wav2lip_crop(frame.image, tr.box, cfg.pads, cfg.size)
+                except ValueError:  # the box left the frame
+                    crop = None
+            found.append(crop is not None)
+            crops.append(crop)
+            boxes.append(np.asarray(tr.box, np.float32) if crop is not None else None)
+            landmarks.append(cmap.to_crop(tr.landmarks).astype(np.float32)
+                             if crop is not None and tr.landmarks is not None else None)
+    except VideoError as e:
+        raise _Skip("unreadable", str(e)) from e
+    if not found:
+        raise _Skip("unreadable", f"{src.path}: no frames decoded")
+    if not any(found):
+        raise _Skip("no face", f"{src.path}: no face found in {len(found)} frames")
+    return _write_runs(src, out, cfg, crops, landmarks, boxes, found, wav,
+                       {"source_fps": str(info.fps), "width": info.width, "height": info.height})
+
+
+def _frame_number(path: Path) -> int | None:
+    try:
+        return int(path.stem)
+    except ValueError:
+        return None
+
+
+def _process_frames(src: Source, out: Path, cfg: PreprocessConfig) -> list[str]:
+    """A Wav2Lip-layout folder: numbered face crops at 25 fps (gaps: frames without a face)."""
+    import cv2
+
+    numbered = {n: p for p in src.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                and (n := _frame_number(p)) is not None and n >= 0}
+    if not numbered:
+        raise _Skip("unreadable", f"{src.path}: no numbered frame images")
+    wav = _load_wav(src.path / "audio.wav")
+    det = _detector(cfg.backend)
+    n = max(numbered) + 1
+    crops, landmarks, boxes, found = [None] * n, [None] * n, [None] * n, [False] * n
+    for i, path in numbered.items():
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        h, w = rgb.shape[:2]
+        crops[i] = cv2.resize(rgb, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA if w > cfg.size
+                              else cv2.INTER_CUBIC)
+        lm = det.landmarks(rgb, (0.0, 0.0, float(w), float(h)))
+        landmarks[i] = None if lm is None else (lm * np.float32([cfg.size / w, cfg.size / h])).astype(np.float32)
+        boxes[i], found[i] = np.float32([0, 0, w, h]), True
+    if not any(found):
+        raise _Skip("unreadable", f"{src.path}: no frame image could be read")
+    return _write_runs(src, out, cfg, crops, landmarks, boxes, found, wav, {"layout": "wav2lip"})
+
+
+def _stamp(src: Source, cfg: PreprocessConfig) -> dict[str, Any]:
+    stat = src.path.stat()
+    return {"source": str(src.path), "mtime_ns": stat.st_mtime_ns, "bytes": stat.st_size,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+
+
+def _record_path(out: Path, src: Source) -> Path:
+    return out / RECORDS / f"{src.clip_id}.json"
+
+
+def process_source(src: Source, out: str | Path, cfg: PreprocessConfig) -> SourceResult:
+    """Preprocess one source into ``out`` (skipped when an earlier run already did it).
+
+    Never raises for a bad input file: the result carries the reason instead.
+    """
+    out = Path(out)
+    stamp = _stamp(src, cfg)
+    record = _record_path(out, src)
+    if record.exists():
+        try:
+            old = json.loads(record.read_text())
+            if old.get("stamp") == stamp and all((out / c / "meta.json").exists() for c in old["clips"]):
+                return SourceResult(str(src.path), old["clips"], old.get("reason"), old.get("detail", ""), True)
+        except (ValueError, KeyError, TypeError):
+            pass
+    result = SourceResult(str(src.path))
+    try:
+        work = _process_video if src.kind == "video" else _process_frames
+        result.clips = work(src, out, cfg)
+    except _Skip as e:
+        result.reason, result.detail = e.reason, e.detail
+    except (ValueError, OSError, RuntimeError) as e:  # decoder / reader failures on a bad file
+        result.reason, result.detail = "unreadable", f"{src.path}: {e}"
+    body = {"stamp": stamp, "clips": result.clips, "reason": result.reason, "detail": result.detail}
+    atomic_write(record, lambda f: f.write(json.dumps(body, indent=1).encode()))
+    return result
+
+
+def _work(job: tuple[Source, str, PreprocessConfig]) -> SourceResult:
+    return process_source(*job)
+
+
+# --------------------------------------------------------------------------- split / driver
+def _order(name: str) -> tuple[int, str]:
+    return zlib.crc32(name.encode()), name
+
+
+def write_split(out: str | Path, val_fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """Write ``train.txt`` / ``val.txt`` for every clip in ``out``; returns (train, val).
+
+    Identities (``meta.json``) are ordered by a CRC32 of their name and the first
+    ``ceil(val_fraction * n)`` go to val, keeping at least one for training.  With one identity
+    the clips are split the same way, so a single speaker still gets a val set.
+    """
+    out = Path(out)
+    groups: dict[str, list[str]] = {}
+    for cid in list_clips(out):
+        ident = json.loads((out / cid / "meta.json").read_text()).get("identity") or cid
+        groups.setdefault(str(ident), []).append(cid)
+    if len(groups) == 1:
+        groups = {c: [c] for c in next(iter(groups.values()))}
+    names = sorted(groups, key=_order)
+    n_val = min(len(names) - 1, math.ceil(val_fraction * len(names))) if val_fraction > 0 else 0
+    val = sorted(c for g in names[:n_val] for c in groups[g])
+    train = sorted(c for g in names[n_val:] for c in groups[g])
+    for name, ids in (("train.txt", train), ("val.txt", val)):
+        atomic_write(out / name, lambda f, ids=ids: f.write("".join(f"{c}\n" for c in ids).encode()))
+    return train, val
+
+
+def _iter_results(sources: list[Source], out: Path, cfg: PreprocessConfig, workers: int
+                  ) -> Iterator[SourceResult]:
+    jobs = [(s, str(out), cfg) for s in sources]
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            yield from pool.map(_work, jobs)
+    else:
+        for job in jobs:
+            yield _work(job)
+
+
+def preprocess(input: str | Path, output: str | Path, config: PreprocessConfig | None = None, *,
+               root: str | Path | None = None, workers: int = 1, val_fraction: float = 0.1,
+               progress: bool = True) -> dict[str, Any]:
+    """Preprocess every source of ``input`` into ``output``; returns the report (also written to
+    ``output/preprocess_report.json``): ``clips`` (all clip ids now in ``output``), ``sources``,
+    ``done`` (sources that gave clips), ``skipped`` (list of {source, reason, detail}),
+    ``train`` / ``val`` clip counts.
+
+    Raises :class:`DataError` when ``input`` holds no sources at all.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or PreprocessConfig()
+    out = Path(output)
+    sources, results = find_sources(input, root)
+    ids = [s.clip_id for s in sources]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{input}: two sources map to the same clip id; rename one of them")
+    out.mkdir(parents=True, exist_ok=True)
+    results = list(results)
+    with tqdm(total=len(sources), desc="preprocess", unit="file", disable=not progress) as bar:
+        for res in _iter_results(sources, out, cfg, workers):
+            results.append(res)
+            bar.update()
+    skipped = [{"source": r.source, "reason": r.reason, "detail": r.detail} for r in results if r.reason]
+    clips = list_clips(out) if out.exists() else []
+    train, val = write_split(out, val_fraction) if clips else ([], [])
+    report = {"input": str(input), "output": str(out), "sources": len(results), "clips": clips,
+              "done": [r.source for r in results if not r.reason], "skipped": skipped,
+              "reused": sum(r.reused for r in results), "train": len(train), "val": len(val)}
+    atomic_write(out / "preprocess_report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lipsync.preprocess", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = PreprocessConfig()
+    p.add_argument("--input", type=Path, required=True,
+                   help="folder of videos (LRS2 or Wav2Lip layouts too), one video, or a file list")
+    p.add_argument("--output", type=Path, required=True, help="data folder to write clips into")
+    p.add_argument("--root", type=Path, default=None, help="folder that file-list entries are relative to "
+                                                         "(default: the list's folder)")
+    p.add_argument("--size", type=int, default=d.size, help="side of the stored face crops, pixels")
+    p.add_argument("--pads", type=int, nargs=4, default=list(d.pads), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="pixels added to the face box (as lipsync.infer --pads)")
+    p.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest usable clip, frames at 25 fps")
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help="longer runs are split")
+    p.add_argument("--backend", default=d.backend, help="face detector backend (mediapipe, fan, haar)")
+    p.add_argument("--smooth-window", type=int, default=d.smooth_window, help="box smoothing window, frames (odd)")
+    p.add_argument("--regions", action=argparse.BooleanOptionalAction, default=d.regions,
+                   help="write MARLIN region maps")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of identities for val.txt")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    checks = [(a.size >= 16, f"--size must be >= 16, got {a.size}"),
+              (a.min_frames >= 1, f"--min-frames must be >= 1, got {a.min_frames}"),
+              (a.max_frames >= a.min_frames, f"--max-frames must be >= --min-frames, got {a.max_frames}"),
+              (a.smooth_window >= 1 and a.smooth_window % 2 == 1, "--smooth-window must be a positive odd number"),
+              (0.0 <= a.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {a.val_fraction}"),
+              (a.workers >= 1, f"--workers must be >= 1, got {a.workers}")]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    from marlin.face import available_backends
+
+    if a.backend not in available_backends():
+        parser.error(f"--backend {a.backend!r} is not one of {available_backends()}")
+    cfg = PreprocessConfig(size=a.size, pads=tuple(a.pads), min_frames=a.min_frames, max_frames=a.max_frames,
+                           backend=a.backend, smooth_window=a.smooth_window, regions=a.regions)
+    try:
+        report = preprocess(a.input, a.output, cfg, root=a.root, workers=a.workers, val_fraction=a.val_fraction,
+                             progress=a.progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(report['done'])} of {report['sources']} inputs usable ({report['reused']} done earlier); "
+          f"{len(report['clips'])} clips in {a.output} (train {report['train']}, val {report['val']})")
+    for s in report["skipped"]:
+        print(f"skipped {s['source']}: {s['reason']} ({s['detail']})")
+    if not report["clips"]:
+        print(f"error: none of the {report['sources']} inputs gave a usable clip", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

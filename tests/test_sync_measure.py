@@ -1,0 +1,121 @@
+"""Ground-truth sync measure: pure functions, the ceiling/floor on rendered clips, bench/quality.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsync.data.sync_measure import measure_openings, mouth_opening, mouth_region_error, sync_correlation
+from lipsync.data.synthetic import make_clip, opening, read_sidecar, render_face, speak
+from lipsync.data.synthetic.clip import write_video
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _landmarks(gap: float, eyes: float = 100.0) -> np.ndarray:
+    pts = np.zeros((478, 2), np.float32)
+    pts[263, 0] = eyes  # outer eye corners 33 (at the origin) and 263
+    for upper, lower in ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402)):
+        pts[upper] = (50, 150)
+        pts[lower] = (50, 150 + gap)
+    return pts
+
+
+def test_mouth_opening_is_gap_over_eye_distance():
+    assert mouth_opening(_landmarks(20.0)) == pytest.approx(0.2)
+    assert mouth_opening(_landmarks(20.0, eyes=50.0)) == pytest.approx(0.4)
+    batch = mouth_opening(np.stack([_landmarks(0.0), _landmarks(30.0)]))
+    assert batch.shape == (2,) and batch[0] == 0 and batch[1] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="478, 2"):
+        mouth_opening(np.zeros((68, 2)))
+
+
+def test_sync_correlation_zero_lag_lag_search_and_gaps():
+    rng = np.random.default_rng(0)
+    demanded = np.convolve(rng.random(80), np.ones(3) / 3, mode="same")
+    exact = sync_correlation(demanded * 3 + 1, demanded)
+    assert exact.correlation == pytest.approx(1.0) and exact.best_lag == 0 and exact.n_frames == 80
+    late = np.concatenate([np.full(2, demanded[0]), demanded[:-2]])  # video two frames behind the audio
+    s = sync_correlation(late, demanded, max_lag=3)
+    assert s.best_lag == 2 and s.best_correlation == pytest.approx(1.0) and s.correlation < 0.9
+    gappy = demanded.copy()
+    gappy[::5] = np.nan  # frames without a face are skipped
+    g = sync_correlation(gappy, demanded, max_lag=0)
+    assert g.correlation == pytest.approx(1.0) and g.n_frames == 64
+    assert sync_correlation(np.full(80, 0.2), demanded).correlation == 0.0  # still mouth: no sync
+    assert sync_correlation(demanded[:50], demanded).n_frames == 50  # common length
+    with pytest.raises(ValueError, match="max_lag"):
+        sync_correlation(demanded, demanded, max_lag=-1)
+
+
+def test_mouth_region_error_counts_only_the_lip_box():
+    ref = np.full((3, 64, 64, 3), 100, np.uint8)
+    boxes = np.tile(np.array([[20, 30, 40, 40]], np.float32), (3, 1))
+    assert mouth_region_error(ref, ref, boxes) == 0.0
+    out = ref.copy()
+    out[:, :10] = 0  # far from the lips: ignored
+    assert mouth_region_error(out, ref, boxes) == 0.0
+    out[:, 25:45, 10:50] = 110
+    assert mouth_region_error(out, ref, boxes, margin=0.0) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="differs from the reference"):
+        mouth_region_error(ref[:, :32], ref, boxes)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sync")
+    return make_clip(root, seed=11, duration=1.6), make_clip(root, seed=12, duration=1.6), root
+
+
+def _decoded(path):
+    from marlin.video import read_frames
+
+    return read_frames(path)
+
+
+def test_ceiling_correlation_is_high_and_still_mouth_is_near_zero(clips):
+    """Landmark-measured opening on the encoded clip follows the ground truth (the ceiling)."""
+    source, _, _ = clips
+    spec, _ = read_sidecar(source.sidecar)
+    track = np.load(source.track)["mouth"]
+    frames = _decoded(source.video)
+    ceiling = sync_correlation(measure_openings(frames), opening(track))
+    assert ceiling.correlation > 0.8, ceiling
+    still = np.tile(np.array([[0.25, 0.5, 0.0, 0.3]], np.float32), (len(track), 1))
+    floor = sync_correlation(measure_openings(render_face(spec, still).frames), opening(track), max_lag=0)
+    assert abs(floor.correlation) < 0.3, floor
+
+
+def _bench_quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_quality_reports_dubbed_floor_and_ceiling(clips, tmp_path, capsys):
+    source, other, _ = clips
+    # a perfect dub: the source face re-rendered speaking the other clip's audio, muxed with that audio
+    from audio import load_audio
+
+    dub = write_video(
+        tmp_path / "dub.mp4", speak(source.sidecar, other.video).frames, load_audio(other.video)
+    )
+    out = tmp_path / "quality.json"
+    bench = _bench_quality()
+    assert bench.main([str(dub), str(other.video), "--source", str(source.sidecar), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "dubbed" in printed and "floor" in printed and "ceiling" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["ceiling"]["sync_r"] > 0.8 and rows["dubbed"]["sync_r"] > 0.8
+    assert rows["floor"]["sync_r"] < rows["dubbed"]["sync_r"] - 0.2
+    assert rows["dubbed"]["mouth_l1"] < rows["floor"]["mouth_l1"]
+    assert rows["dubbed"]["face_found"] == 1.0
+
+    assert bench.main([str(dub), str(other.video)]) == 2  # dub.mp4 has no sidecar and no --source
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--source" in err and "\n" not in err
