@@ -254,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
                 video.unlink()
             short = results[f"{msize}p 10s tiny engine"]["peak_rss_mib"]
             long = results[f"{msize}p {args.long_seconds:g}s tiny engine"]["peak_rss_mib"]
-            print(f"engine peak RSS: 10 s input {short:.0f} MiB, {args.long_seconds:g} s input {long:.0f} MiB "
-                  f"(ratio {long / short:.2f})", flush=True)
+            print(f"engine peak RSS: 10 s input {short:.0f} MiB, {args.long_seconds:g} s input "
+                  f"{long:.0f} MiB (ratio {long / short:.2f})", flush=True)
             if not args.skip_naive:
                 h, w = SIZES[msize]
                 naive = results[f"{msize}p 10s tiny naive"]["peak_rss_mib"]
                 extra = (args.long_seconds - 10) * 25 * h * w * 3 * 2 / 2**20  # input + output frame lists
-                print(f"naive peak RSS: 10 s input {naive:.0f} MiB; {args.long_seconds:g} s input would need about "
-                      f"{naive + extra:.0f} MiB (two frame lists of {h}x{w})", flush=True)
+                print(f"naive peak RSS: 10 s input {naive:.0f} MiB; {args.long_seconds:g} s input would "
+                      f"need about {naive + extra:.0f} MiB (two frame lists of {h}x{w})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

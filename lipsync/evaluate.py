@@ -76,31 +76,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--syncnet-v2",
         default=None,
-        help=f"SyncNet v2 weights (default: syncnet_v2.model in {weights_dir()})",
+        help=f"SyncNet v2 weights (when omitted: syncnet_v2.model in {weights_dir()})",
     )
     p.add_argument(
         "--fid-weights",
         default=None,
         help="pytorch-fid Inception weights "
-        "(default: pt_inception-2015-12-05-6726825d.pth in the weights folder)",
+        "(when omitted: pt_inception-2015-12-05-6726825d.pth in the weights folder)",
     )
     p.add_argument("--lpips-net", choices=("alex", "vgg", "squeeze"), default="alex", help="LPIPS backbone")
     p.add_argument(
         "--lpips-weights",
         default=None,
         help="torchvision ImageNet weights of the LPIPS backbone "
-        "(default: alexnet-owt-7be5be79.pth etc. in the weights folder)",
+        "(when omitted: alexnet-owt-7be5be79.pth etc. in the weights folder)",
     )
     p.add_argument(
         "--lpips-lin",
         default=None,
-        help="LPIPS linear-layer weights (default: the v0.1 file shipped in the lpips package)",
+        help="LPIPS linear-layer weights (when omitted: the v0.1 file shipped in the lpips package)",
     )
     p.add_argument(
         "--sync-expert",
         default=None,
         help="this project's sync expert checkpoint for the 'expert' "
-        "metric (default: sync_expert.safetensors in the weights folder)",
+        "metric (when omitted: sync_expert.safetensors in the weights folder)",
     )
     p.add_argument(
         "--detector",
@@ -181,6 +181,7 @@ class Evaluator:
         self.device = _device(args.device)
         self.metrics = [m for m in metrics if self._prepare(m)]
         self._detector = None
+        self.boxes: dict = {}  # face boxes per (video, fps), shared by the passes over one video
 
     def _skip(self, metric: str, reason: str) -> bool:
         self.notices.append(f"{reason}; skipping {metric}")
@@ -253,6 +254,7 @@ class Evaluator:
             self._guard(row, "pairs", self._pairs, video, ref)
         elif "fid" in self.metrics:
             self._guard(row, "fid", self._fid_only, video, self.fid_gen)
+        self.boxes.clear()
         return row
 
     @staticmethod
@@ -268,20 +270,26 @@ class Evaluator:
 
         det = self.detector if self.args.lse_mode == "wild" else None
         score, _, frames = score_video(
-            self.syncnet, video, self.args.lse_mode, det, batch_size=self.args.batch_size, device=self.device
+            self.syncnet,
+            video,
+            self.args.lse_mode,
+            det,
+            batch_size=self.args.batch_size,
+            device=self.device,
+            cache=self.boxes,
         )
         return {"lse_d": score.lse_d, "lse_c": score.lse_c, "av_offset": score.offset, "lse_frames": frames}
 
     def _expert(self, video: Path) -> dict[str, Any]:
         from lipsync.metrics.expert import expert_score_video
 
-        value, n = expert_score_video(self.expert, video, self.detector, device=self.device)
+        value, n = expert_score_video(self.expert, video, self.detector, device=self.device, cache=self.boxes)
         return {"expert_sync": value, "expert_windows": n}
 
     def _fid_only(self, video: Path, stats) -> dict[str, Any]:
         det = self.detector if self.args.region == "face" else None
         chunk: list[np.ndarray] = []
-        for img in clips.region_frames(video, self.args.region, self.args.crop_size, det):
+        for img in clips.region_frames(video, self.args.region, self.args.crop_size, det, self.boxes):
             chunk.append(img)
             if len(chunk) == CHUNK:
                 self.fid.update(stats, np.stack(chunk))
@@ -309,7 +317,7 @@ class Evaluator:
                 vals["psnr"].append(psnr(gen, refs))
 
         gens, refs = [], []
-        for g, r in clips.frame_pairs(video, ref, self.args.region, self.args.crop_size, det):
+        for g, r in clips.frame_pairs(video, ref, self.args.region, self.args.crop_size, det, self.boxes):
             gens.append(g)
             refs.append(r)
             n += 1
@@ -349,7 +357,9 @@ class Evaluator:
         return res
 
 
-def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+def run(args: argparse.Namespace, out=None, err=None) -> int:
+    """Evaluate as the parsed ``args`` say; table to ``out``, notices to ``err`` (default stdout / stderr)."""
+    out, err = out or sys.stdout, err or sys.stderr
     metrics = parse_metrics(args.metrics)
     explicit = args.metrics != DEFAULT_METRICS
     videos = list_videos(args.videos)

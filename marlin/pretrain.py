@@ -104,11 +104,12 @@ def sample_grid(video: Tensor, mask: Tensor, recon: Tensor, config: MarlinConfig
     """
     from marlin.model import patchify, unpatchify
 
-    patches = patchify(video[None].float(), config)
+    video, mask, recon = video.detach().float().cpu(), mask.cpu(), recon.detach().float().cpu()
+    patches = patchify(video[None], config)
     patches[0, ~mask] = 0.5
     masked = unpatchify(patches, config)[0]
     frames = np.linspace(0, video.shape[1] - 1, min(video.shape[1], max_frames)).round().astype(int)
-    rows = [torch.cat(list(v[:, frames].float().permute(1, 2, 3, 0)), dim=1) for v in (video, masked, recon)]
+    rows = [torch.cat(list(v[:, frames].permute(1, 2, 3, 0)), dim=1) for v in (video, masked, recon)]
     return (torch.cat(rows, dim=0).clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(mse=f"{reduced['train/mse']:.4f}")
             if acc.is_main_process and a.sample_every > 0 and (done % a.sample_every == 0 or done == a.steps):
                 recon = core.reconstruct(video[:1], mask[:1])
-                grid = sample_grid(video[0], mask[0].cpu(), recon[0], config)
+                grid = sample_grid(video[0], mask[0], recon[0], config)
                 _save_png(a.out / "samples" / f"step_{done:07d}.png", grid)
                 logger.image("samples", done, grid)
             if done % a.save_every == 0 or done == a.steps:

@@ -265,16 +265,24 @@ def train_linear(feats: np.ndarray, targets: np.ndarray, n_out: int, multilabel:
 
 def _window_batch(windows: np.ndarray, device: torch.device) -> Tensor:
     """(W, T, S, S, 3) uint8 -> (W, 3, T, S, S) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(windows)).to(device).permute(0, 4, 1, 2, 3).float() / 255
+    return torch.from_numpy(np.array(windows)).to(device).permute(0, 4, 1, 2, 3).float() / 255
 
 
 def finetune(model, windows: list[np.ndarray], targets: np.ndarray, n_out: int, multilabel: bool,
              a, device: torch.device) -> nn.Module:
-    """Train encoder + Linear on pooled features of one random window per video per sample."""
+    """Train encoder + Linear on pooled features of one random window per video per sample.
+
+    The Linear head first fits the starting encoder's features (a linear probe), so fine-tuning
+    starts from a calibrated classifier (linear-probe-then-fine-tune).
+    """
     from tqdm.auto import tqdm
 
-    encoder = model.encoder.to(device).train()
-    head = LinearProbe(model.config.encoder_dim, n_out).to(device)
+    encoder = model.encoder.to(device).eval()
+    with torch.no_grad():  # the head starts as a linear probe on the starting encoder's features
+        start = np.stack([encoder.extract_features(_window_batch(w[:a.batch_size], device), keep_seq=False)
+                          .mean(0).cpu().numpy() for w in windows])
+    head = train_linear(start, targets, n_out, multilabel, a).to(device).train()
+    encoder.train()
     opt = _adam(list(encoder.parameters()) + list(head.parameters()), a.lr)
     rng = np.random.default_rng(a.seed)
     y = torch.from_numpy(targets).to(device)

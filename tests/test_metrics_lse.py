@@ -28,7 +28,10 @@ def _reference_pdist(video, audio, vshift):
     padded = torch.nn.functional.pad(audio, (0, 0, vshift, vshift))
     win = 2 * vshift + 1
     return torch.stack(
-        [torch.nn.functional.pairwise_distance(video[[i]].repeat(win, 1), padded[i : i + win]) for i in range(len(video))]
+        [
+            torch.nn.functional.pairwise_distance(video[[i]].repeat(win, 1), padded[i : i + win])
+            for i in range(len(video))
+        ]
     )
 
 
@@ -114,7 +117,7 @@ class LoudnessTwin(nn.Module):
 
 
 def _talking(n, delay, seed=0, size=224):
-    """n frames whose brightness follows random on/off bits; audio loud on the same bits, ``delay`` frames late."""
+    """n frames whose brightness follows random on/off bits; audio loud on the same bits, ``delay`` late."""
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 2, n + 20)
     frames = np.stack([np.full((size, size, 3), 40 + 170 * b, np.uint8) for b in bits[:n]])

@@ -160,7 +160,7 @@ class Engine:
     def _items(self, source: FrameSource, n_out: int, detector) -> Iterator[_Item]:
         opts = self.options
         expected = 1 if source.is_image else source.info.n_frames
-        cache: dict[int, FaceTrack] | None = {} if n_out > expected - 2 else None
+        cache: dict[int, FaceTrack] | None = {} if n_out > expected else None  # replay foreseen
         stage = FaceStage(opts, detector)
         decoded = self._decoded(source)
         rest: list[tuple[int, np.ndarray]] = []

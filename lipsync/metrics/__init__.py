@@ -12,6 +12,7 @@ never imports torchvision (lpips / pytorch-fid are imported on first use, throug
 ``lipsync.compat.import_torchvision``).
 """
 
+from .expert import expert_score_video, load_expert
 from .fid import ActivationStats, FIDExtractor, build_inception, fid_from_stats, frechet_distance
 from .lse import (
     VSHIFT,
@@ -38,8 +39,10 @@ __all__ = [
     "LSEScore",
     "MissingWeights",
     "build_inception",
+    "expert_score_video",
     "fid_from_stats",
     "frechet_distance",
+    "load_expert",
     "lse_from_distances",
     "n_windows",
     "offset_distances",

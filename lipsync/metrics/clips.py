@@ -72,6 +72,36 @@ def syncnet_crop(
     return cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+BoxCache = dict  # (path, fps) -> list of per-frame boxes (None where no face is tracked)
+
+
+def tracked(
+    path: str | Path, fps: float | None = None, detector=None, cache: BoxCache | None = None
+) -> Iterator[tuple[object, np.ndarray | None]]:
+    """``(marlin.video.Frame, box or None)`` per frame, tracking with ``marlin.face.track_video``.
+
+    With a ``cache`` dict, the boxes of a ``(path, fps)`` pair are recorded on the first pass and
+    reused afterwards (only the frames are decoded again; no detection). The cache holds 4
+    numbers per frame.
+    """
+    from marlin.face import track_video
+    from marlin.video import iter_frames
+
+    key = (str(Path(path).resolve()), None if fps is None else Fraction(fps))
+    if cache is not None and key in cache:
+        boxes = cache[key]
+        for frame, box in zip(iter_frames(path, fps=fps), boxes):
+            yield frame, box
+        return
+    boxes = []
+    for frame, tr in track_video(path, fps=fps, detector=detector):
+        box = np.asarray(tr.box, np.float64) if tr.found else None
+        boxes.append(box)
+        yield frame, box
+    if cache is not None:
+        cache[key] = boxes
+
+
 def whole_frames(path: str | Path, size: int = SYNCNET_SIZE) -> Iterator[np.ndarray]:
     """Whole-frame mode: 25 fps frames resized to (size, size, 3) uint8 RGB."""
     from marlin.video import iter_frames
@@ -81,13 +111,11 @@ def whole_frames(path: str | Path, size: int = SYNCNET_SIZE) -> Iterator[np.ndar
 
 
 def wild_crops(
-    path: str | Path, detector=None, size: int = SYNCNET_SIZE
+    path: str | Path, detector=None, size: int = SYNCNET_SIZE, cache: BoxCache | None = None
 ) -> Iterator[tuple[int, np.ndarray | None]]:
     """In-the-wild mode: ``(frame index at 25 fps, crop or None)``; None where no face is tracked."""
-    from marlin.face import track_video
-
-    for frame, tr in track_video(path, fps=SYNCNET_FPS, detector=detector):
-        yield frame.index, (syncnet_crop(frame.image, tr.box, size=size) if tr.found else None)
+    for frame, box in tracked(path, SYNCNET_FPS, detector, cache):
+        yield frame.index, (None if box is None else syncnet_crop(frame.image, box, size=size))
 
 
 def _face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
@@ -97,7 +125,11 @@ def _face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
 
 
 def region_frames(
-    path: str | Path, region: str = "face", size: int = SYNCNET_SIZE, detector=None
+    path: str | Path,
+    region: str = "face",
+    size: int = SYNCNET_SIZE,
+    detector=None,
+    cache: BoxCache | None = None,
 ) -> Iterator[np.ndarray]:
     """Frames for FID at the native rate: whole frames, or (size, size, 3) face crops of the
     frames where a face is tracked (others are skipped)."""
@@ -109,11 +141,9 @@ def region_frames(
         for frame in iter_frames(path):
             yield frame.image
         return
-    from marlin.face import track_video
-
-    for frame, tr in track_video(path, detector=detector):
-        if tr.found:
-            yield _face_crop(frame.image, tr.box, size)
+    for frame, box in tracked(path, None, detector, cache):
+        if box is not None:
+            yield _face_crop(frame.image, box, size)
 
 
 def frame_pairs(
@@ -122,6 +152,7 @@ def frame_pairs(
     region: str = "face",
     size: int = SYNCNET_SIZE,
     detector=None,
+    cache: BoxCache | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Aligned ``(generated, reference)`` frame pairs, frame ``i`` with frame ``i`` at the native rate.
 
@@ -154,11 +185,7 @@ def frame_pairs(
     if region == "frame":
         refs = ((f.image, None) for f in iter_frames(reference))
     else:
-        from marlin.face import track_video
-
-        refs = (
-            (f.image, tr.box if tr.found else None) for f, tr in track_video(reference, detector=detector)
-        )
+        refs = ((f.image, box) for f, box in tracked(reference, None, detector, cache))
     for gen, (ref, box) in zip(iter_frames(generated), refs):
         gen = gen.image
         if gen.shape != ref.shape:

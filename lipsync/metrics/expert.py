@@ -106,20 +106,26 @@ def expert_score_video(
     batch_size: int = 16,
     stride: int = 1,
     device: str | torch.device | None = None,
+    cache: dict | None = None,
 ) -> tuple[float, int]:
-    """Mean in-sync probability of a video and the number of windows scored (NaN, 0 if none)."""
+    """Mean in-sync probability of a video and the number of windows scored (NaN, 0 if none).
+
+    ``cache``: face boxes shared with other passes (see :func:`lipsync.metrics.clips.tracked`).
+    """
     from audio import load_audio, melspectrogram
-    from marlin.face import track_video, wav2lip_crop
+    from marlin.face import wav2lip_crop
+
+    from .clips import tracked
 
     _, _, side, rows = _geometry(model)
 
     def items():
-        for frame, tr in track_video(path, fps=FPS, detector=detector):
-            if tr.found:
-                crop = wav2lip_crop(frame.image, tr.box, size=side)[0]
-                yield frame.index, np.ascontiguousarray(crop[side - rows :])
-            else:
+        for frame, box in tracked(path, FPS, detector, cache):
+            if box is None:
                 yield frame.index, None
+            else:
+                crop = wav2lip_crop(frame.image, box, size=side)[0]
+                yield frame.index, np.ascontiguousarray(crop[side - rows :])
 
     mel = melspectrogram(load_audio(path))
     sims = expert_similarities(model, items(), mel, batch_size, stride, device)

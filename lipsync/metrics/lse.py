@@ -18,6 +18,12 @@ Wav2Lip's ``calculate_scores_*`` scripts):
   ``median(mdist) - min(mdist)``, **AV offset** = ``vshift - argmin(mdist)`` in frames
   (positive: the video best matches audio from ``offset`` frames earlier, i.e. the audio leads).
 
+Known differences from the reference scripts: frames are decoded directly (the reference
+round-trips them through ffmpeg JPEG files), audio is decoded by PyAV (the reference runs the
+ffmpeg CLI). In-the-wild mode uses this project's face tracker instead of S3FD + scene
+detection + a 13-frame median filter, so its numbers are comparable with other runs of this
+tool, and only approximately with published in-the-wild numbers.
+
 This module holds the pure scoring on embeddings plus the arrays -> embeddings step. Reading
 videos and cropping faces lives in :mod:`lipsync.metrics.clips`.
 """
@@ -364,11 +370,13 @@ def score_video(
     vshift: int = VSHIFT,
     batch_size: int = 20,
     device: str | torch.device | None = None,
+    cache: dict | None = None,
 ) -> tuple[LSEScore, int, int]:
     """LSE of a video file with its own audio track.
 
     ``mode="whole"``: whole frames resized to 224 (LRS2 face-crop clips); ``"wild"``: face
-    tracked and cropped as syncnet_python's pipeline does (see :mod:`lipsync.metrics.clips`).
+    tracked (``detector``; boxes shared through ``cache``, see :func:`lipsync.metrics.clips.tracked`)
+    and cropped as syncnet_python's pipeline does (see :mod:`lipsync.metrics.clips`).
     Returns ``(score, first frame scored, frames scored)``.
     """
     from audio import load_audio
@@ -381,7 +389,7 @@ def score_video(
     if mode == "whole":
         items: Iterable[tuple[int, np.ndarray | None]] = enumerate(clips.whole_frames(path))
     else:
-        items = clips.wild_crops(path, detector)
+        items = clips.wild_crops(path, detector, cache=cache)
     return score_runs(model, items, wav, vshift, batch_size, device)
 
 

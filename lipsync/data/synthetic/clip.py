@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -232,6 +233,10 @@ def write_video(
                 pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None]
                 af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
                 af.sample_rate = sample_rate
+                # a timestamp lets the encoder mark its 1024 priming samples (mp4 edit list), so
+                # decoders drop them and the audio starts with the first video frame
+                af.pts = 0
+                af.time_base = Fraction(1, sample_rate)
                 resampler = av.AudioResampler(format=aus.format.name, layout="mono", rate=sample_rate)
                 for rf in resampler.resample(af) + resampler.resample(None):
                     out.mux(aus.encode(rf))

@@ -231,7 +231,8 @@ def draw_face(ident: DrawnIdentity, size: tuple[int, int], scale: int) -> FaceLa
         jaw = np.concatenate(
             [_ellipse(0, 0.1, fw * 0.95, 0.4, 40, 0.05, np.pi - 0.05), [[-0.2, 0.12], [0.2, 0.12]]]
         )
-        cv.fill(jaw, hair * 0.8, 0.5 * ident.beard, 0.02, cover=False)
+        stubble = np.minimum(hair * 0.8, skin * 0.6)  # never lighter than the skin
+        cv.fill(jaw, stubble, 0.4 * ident.beard, 0.035, cover=False)
 
     # nose
     ny = ident.eye_y + ident.nose_length + 0.02

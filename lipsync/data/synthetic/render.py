@@ -152,6 +152,11 @@ def render_frames(
     divided by ``face.scale``.  Yields ``RenderedFrame`` (image RGB uint8, face_box, mouth_box).
     """
     mouth = np.asarray(mouth, np.float32)
+    if mouth.ndim != 2 or mouth.shape[1] != 4 or not np.isfinite(mouth).all():
+        raise ValueError(
+            f"mouth track must be finite (T, 4) (open, width, round, teeth), got shape {mouth.shape}"
+        )
+    mouth = np.clip(mouth, 0.0, 1.0)
     hs, ws = face.image.shape[:2]
     s = face.scale
     out_h, out_w = hs // s, ws // s

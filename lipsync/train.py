@@ -1,0 +1,92 @@
+"""Train a lip-sync generator: ``python -m lipsync.train --data DATA --out RUN [--model NAME] [--expert E]``.
+
+``--model wav2lip`` (default) is the classic 96-px generator; ``marlin_lip_tiny`` /
+``marlin_lip_base`` the MARLIN-conditioned ones (pretrained encoder from ``--marlin-checkpoint``),
+``vit_lip_*`` the random-init ViT baseline.  Loss: L1 + the frozen expert's sync loss (switched
+on once the eval sync loss is below ``--sync-threshold``) + the quality discriminator's GAN loss.
+New speaker: ``--init BASE_CHECKPOINT --data SPEAKER_DATA`` fine-tunes a trained generator.
+Writes ``RUN/generator.safetensors`` (``python -m lipsync.infer --checkpoint``), ``RUN/state.pt``
+(``--resume``), ``RUN/metrics.csv``, ``RUN/tb/`` and ``RUN/samples/`` (PNG grids, mp4 dubs).
+Launch on many GPUs with ``accelerate launch -m lipsync.train ...`` or ``torchrun -m ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lipsync.models import GENERATORS, MODELS
+from marlin.data import DataError
+from marlin.training import add_run_args, run_cli
+
+from .training.common import OneLineParser, parse_overrides
+from .training.generator_loop import GeneratorTrainConfig, train_generator
+
+__all__ = ["build_parser", "main", "cli"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m lipsync.train", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="preprocessed data folder (lipsync.preprocess)")
+    p.add_argument("--model", default="wav2lip", choices=[k for k, s in MODELS.items() if s.architecture in GENERATORS],
+                   help="generator size (ignored with --init)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a model config field, e.g. --set img_size=192 (repeatable)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="fine-tune this generator checkpoint (ours or wav2lip.pth / wav2lip_gan.pth)")
+    p.add_argument("--marlin-checkpoint", type=Path, default=None,
+                   help="MARLIN encoder weights for a marlin_lip_* generator (marlin.pretrain output or release)")
+    p.add_argument("--expert", type=Path, default=None,
+                   help="frozen sync expert (lipsync.train_syncnet output or lipsync_expert.pth); none: no sync loss")
+    p.add_argument("--disc-init", type=Path, default=None, help="quality discriminator weights to start from")
+    p.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate")
+    p.add_argument("--disc-lr", type=float, default=1e-4, help="discriminator Adam learning rate")
+    p.add_argument("--sync-wt", type=float, default=0.03, help="weight of the sync loss once on")
+    p.add_argument("--sync-threshold", type=float, default=0.75,
+                   help="switch the sync loss on when the eval sync loss falls below this")
+    p.add_argument("--sync-from-start", action=argparse.BooleanOptionalAction, default=False,
+                   help="use the sync loss from step 0 (e.g. when fine-tuning a synced generator)")
+    p.add_argument("--disc-wt", type=float, default=0.07, help="weight of the GAN loss (0: no discriminator)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
+    p.add_argument("--val-samples", type=int, default=64, help="fixed val samples per evaluation")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids/videos (0: never)")
+    p.add_argument("--sample-video", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write an mp4 of a val clip dubbed with its own audio")
+    add_run_args(p, steps=100000, batch_size=16, save_every=500, log_every=10)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    for name in ("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    for name in ("data", "init", "marlin_checkpoint", "expert", "disc_init"):
+        if getattr(a, name) is not None and not getattr(a, name).exists():
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
+    if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
+        p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
+    cfg = GeneratorTrainConfig(
+        data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()), init=a.init,
+        marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init, steps=a.steps,
+        batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt, sync_threshold=a.sync_threshold,
+        sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,
+        val_samples=a.val_samples, eval_every=a.eval_every, save_every=a.save_every, log_every=a.log_every,
+        sample_every=a.sample_every, sample_video=a.sample_video, num_workers=a.num_workers, seed=a.seed,
+        resume=a.resume, cpu=a.cpu, mixed_precision=a.mixed_precision)
+    train_generator(cfg)
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_cli(main, argv, bad_input=(DataError, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,253 @@
+"""Training loop of the lip-sync generators (``Wav2Lip``, ``MarlinLipGenerator``), with GAN.
+
+Recipe (REFERENCE.md 2)::
+
+    loss = sync_wt * sync + disc_wt * adv + (1 - sync_wt - disc_wt) * L1
+
+- L1 between generated and true frames (whole faces);
+- sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
+  ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
+  ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
+- adv: the quality discriminator's BCE(D(G), 1), ``disc_wt`` 0.07 (0 turns the GAN off); the
+  discriminator trains on BCE(D(real), 1) + BCE(D(fake), 0);
+- Adam lr 1e-4, betas (0.5, 0.999) with the GAN, no schedule.
+
+Evaluation on the val split every ``eval_every`` steps: ``val/l1``, ``val/psnr``, ``val/ssim``,
+``val/sync``; a PNG grid (and, with ``sample_video``, an mp4 of a val clip dubbed with its own
+audio as inference does it) every ``sample_every`` steps under ``OUT/samples/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lipsync.checkpoints import CheckpointError, load
+from lipsync.checkpoints import save as save_weights
+from lipsync.data.datasets import LipSyncDataset, fixed_keys
+from lipsync.models import GENERATORS, MarlinSyncNet, QualityDisc
+from marlin.data import split_clips
+from marlin.training import (
+    MetricLogger,
+    ResumableBatchSampler,
+    TrainingError,
+    broadcast_module,
+    check_finite,
+    load_training_state,
+    make_accelerator,
+    make_loader,
+    progress,
+    save_training_state,
+    seed_everything,
+    sync_gradients,
+)
+
+from .common import bce, build_model, run_meta, save_png, trainable, write_sample_video
+from .generator_eval import disc_input, evaluate_generator, expert_similarity, render_clip, sample_grid
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GeneratorTrainConfig", "train_generator"]
+
+
+@dataclass(frozen=True)
+class GeneratorTrainConfig:
+    """Everything one generator training run needs (built by ``python -m lipsync.train``)."""
+
+    data: Path  # preprocessed data folder
+    out: Path  # run folder
+    model: str = "wav2lip"  # registry name (lipsync.models.MODELS), ignored with init
+    overrides: tuple[tuple[str, object], ...] = ()  # config fields changed from the registry entry
+    init: Path | None = None  # fine-tune from this generator checkpoint (new speaker)
+    marlin_checkpoint: Path | None = None  # MARLIN encoder weights for a MARLIN generator
+    expert: Path | None = None  # frozen sync expert checkpoint (no sync loss without one)
+    disc_init: Path | None = None  # quality discriminator weights to start from
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    sync_wt: float = 0.03
+    sync_threshold: float = 0.75
+    sync_from_start: bool = False
+    disc_wt: float = 0.07
+    val_fraction: float = 0.1
+    val_samples: int = 64
+    eval_every: int = 500
+    save_every: int = 500
+    log_every: int = 10
+    sample_every: int = 500
+    sample_video: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    cpu: bool = False
+    mixed_precision: str = "auto"
+
+
+def _load_expert(cfg: GeneratorTrainConfig, frames: int, device: torch.device) -> torch.nn.Module | None:
+    if cfg.expert is None:
+        if cfg.sync_wt > 0:
+            log.warning("no --expert: training without the sync loss (L1%s only)", " + GAN" if cfg.disc_wt else "")
+        return None
+    try:
+        expert = load(cfg.expert, kind=("syncnet_color", "marlin_sync")).model
+    except CheckpointError as e:
+        raise TrainingError(str(e)) from e
+    if isinstance(expert, MarlinSyncNet) and frames != expert.n_frames:
+        raise TrainingError(f"--expert {cfg.expert}: a {expert.n_frames}-frame MARLIN expert needs a "
+                            f"{expert.n_frames}-frame generator, this one takes {frames}-frame samples")
+    return expert.to(device).eval().requires_grad_(False)
+
+
+def _load_disc(cfg: GeneratorTrainConfig) -> QualityDisc | None:
+    if cfg.disc_wt <= 0:
+        return None
+    if cfg.disc_init is None:
+        return QualityDisc()
+    try:
+        return load(cfg.disc_init, kind="quality_disc").model.train()
+    except CheckpointError as e:
+        raise TrainingError(str(e)) from e
+
+
+def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
+    """Train a generator; writes ``OUT/generator.safetensors`` (loads with ``lipsync.infer --checkpoint``),
+    ``OUT/disc.safetensors`` with the GAN, ``OUT/state.pt``, ``metrics.csv``, ``tb/``, ``samples/``.
+
+    Returns the last evaluation metrics.
+    """
+    if not 0 <= cfg.sync_wt + max(cfg.disc_wt, 0) < 1:
+        raise TrainingError(f"sync_wt + disc_wt must be in [0, 1), got {cfg.sync_wt} + {cfg.disc_wt}")
+    acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    seed_everything(cfg.seed)
+    gen = build_model(cfg.model, dict(cfg.overrides), cfg.init, GENERATORS, cfg.marlin_checkpoint)
+    frames = gen.frames_per_window if gen.frames_per_window > 1 else 5
+    expert = _load_expert(cfg, frames, acc.device)
+    disc = _load_disc(cfg)
+    train_ds = LipSyncDataset(cfg.data, split="train", n_frames=frames, size=gen.img_size,
+                              val_fraction=cfg.val_fraction)
+    val_ids = split_clips(cfg.data, "val", cfg.val_fraction)
+    val_ds = LipSyncDataset(cfg.data, val_ids, n_frames=frames, size=gen.img_size) if val_ids else None
+    if val_ds is None:
+        log.warning("%s: no val clips; evaluating on training clips", cfg.data)
+        val_ds = train_ds
+    keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
+
+    betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
+    opt = torch.optim.Adam(trainable(gen), lr=cfg.lr, betas=betas)
+    ddp, opt = acc.prepare(gen, opt)
+    core = acc.unwrap_model(ddp)
+    models, opts = {"generator": ddp}, {"generator": opt}
+    if disc is not None:  # kept out of DDP (used in both losses); gradients averaged by hand
+        disc = disc.to(acc.device)
+        broadcast_module(disc, acc)
+        opts["disc"] = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+        models["disc"] = disc
+    state_path = cfg.out / "state.pt"
+    start, sync_wt = 0, cfg.sync_wt if cfg.sync_from_start and expert is not None else 0.0
+    if cfg.resume:
+        start, extra = load_training_state(state_path, models=models, optimizers=opts, accelerator=acc)
+        sync_wt = float(extra.get("sync_wt", sync_wt))
+    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
+                                    world_size=acc.num_processes, start_step=start)
+    batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
+    logger = MetricLogger(cfg.out, enabled=acc.is_main_process, resume_step=start if cfg.resume else None)
+    last: dict[str, float] = {}
+
+    def evaluate(step: int) -> None:
+        nonlocal last, sync_wt
+        switch = torch.zeros(1, device=acc.device)
+        if acc.is_main_process:
+            last = evaluate_generator(core, expert, val_ds, keys, cfg.batch_size, acc.device)
+            if sync_wt == 0 and expert is not None and cfg.sync_wt > 0 and last["val/sync"] < cfg.sync_threshold:
+                switch += 1
+                log.info("step %d: eval sync loss %.3f < %.3f, sync loss on (weight %g)", step, last["val/sync"],
+                         cfg.sync_threshold, cfg.sync_wt)
+            logger.log(step, {**last, "sync_wt": cfg.sync_wt if switch.item() else sync_wt})
+        if acc.reduce(switch, "sum").item() > 0:
+            sync_wt = cfg.sync_wt
+
+    def samples(step: int) -> None:
+        if not acc.is_main_process:
+            return
+        grid = sample_grid(core, val_ds, keys[0], acc.device)
+        save_png(cfg.out / "samples" / f"step_{step:07d}.png", grid)
+        logger.image("samples", step, grid)
+        if cfg.sample_video:
+            video, audio = render_clip(core, val_ds, keys[0][0], acc.device)
+            write_sample_video(cfg.out / "samples" / f"step_{step:07d}.mp4", video, audio)
+
+    def save(step: int) -> None:
+        save_training_state(state_path, models=models, optimizers=opts, step=step, extra={"sync_wt": sync_wt},
+                            accelerator=acc)
+        if acc.is_main_process:
+            meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
+                            expert=cfg.expert, frames_per_sample=frames,
+                            **{"val_" + k.split("/")[1]: v for k, v in last.items()})
+            save_weights(cfg.out / "generator.safetensors", core, meta)
+            if disc is not None:
+                save_weights(cfg.out / "disc.safetensors", disc, run_meta(cfg.data, step))
+        acc.wait_for_everyone()
+
+    if start == 0:
+        evaluate(0)
+    bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train")
+    tick, seen = time.perf_counter(), 0
+    try:
+        for step in range(start, cfg.steps):
+            batch = next(batches)
+            faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
+            mels = batch["mels"].to(acc.device)
+            with acc.autocast():
+                pred = ddp(faces, mels)
+            pred = pred.float()
+            l1 = F.l1_loss(pred, target)
+            losses = {"l1": l1}
+            if expert is not None:
+                with torch.set_grad_enabled(sync_wt > 0), acc.autocast():
+                    sim = expert_similarity(expert, pred, mels, batch["window_mel"].to(acc.device))
+                losses["sync"] = bce(sim, 1.0)
+            if disc is not None:
+                with acc.autocast():
+                    losses["adv"] = bce(disc(disc_input(pred)), 1.0)
+            disc_wt = cfg.disc_wt if disc is not None else 0.0
+            loss = (1.0 - sync_wt - disc_wt) * l1 + disc_wt * losses.get("adv", 0.0) + \
+                sync_wt * losses.get("sync", 0.0)
+            losses["loss"] = loss
+            check_finite(losses, step, acc, state_path if state_path.exists() else None)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            if disc is not None:
+                with acc.autocast():
+                    real, fake = disc(disc_input(target)), disc(disc_input(pred.detach()))
+                losses["disc"] = bce(real, 1.0) + bce(fake, 0.0)
+                check_finite({"disc": losses["disc"]}, step, acc, state_path if state_path.exists() else None)
+                opts["disc"].zero_grad(set_to_none=True)
+                losses["disc"].backward()
+                sync_gradients(disc, acc)
+                opts["disc"].step()
+            done, seen = step + 1, seen + target.shape[0]
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                metrics = {f"train/{k}": acc.reduce(v.detach().reshape(1), "mean").item() for k, v in losses.items()}
+                now = time.perf_counter()
+                metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
+                tick, seen = now, 0
+                logger.log(done, metrics)
+                bar.set_postfix(l1=f"{metrics['train/l1']:.4f}")
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                evaluate(done)
+            if cfg.sample_every > 0 and (done % cfg.sample_every == 0 or done == cfg.steps):
+                samples(done)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                save(done)
+    finally:
+        bar.close()
+        logger.close()
+    return last

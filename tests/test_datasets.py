@@ -1,0 +1,117 @@
+"""``lipsync.data.datasets``: generator and sync-expert samples over the preprocessed layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from media import face_photo, place
+
+from audio import mel_windows, melspectrogram
+from lipsync.data.datasets import LipSyncDataset, SyncDataset, fixed_keys, frame_mel_start, mel_columns
+from marlin.data import DataError, write_clip
+
+SR, FPS = 16000, 25
+
+
+def envelope(n_frames: int, seed: int) -> np.ndarray:
+    """A syllable-like opening in [0, 1] per 1/16000 s: rectified sine at 2.5-4 Hz, random phase."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_frames * SR // FPS) / SR
+    return np.clip(np.sin(2 * np.pi * rng.uniform(2.5, 4.0) * t + rng.uniform(0, 6)), 0, None) ** 0.7
+
+
+def talking_frames(opening: np.ndarray, size: int, photo: str) -> np.ndarray:
+    """A real face photo whose mouth is a dark ellipse opened by ``opening`` (T,) in [0, 1]."""
+    import cv2
+
+    base = place(face_photo(photo), (size, size), (size / 2, size / 2), 1.15 * size / 512)
+    frames = []
+    for o in opening:
+        f = base.copy()
+        cv2.ellipse(f, (size // 2, int(size * 0.72)), (size // 7, max(1, int(size * 0.12 * o))), 0, 0, 360,
+                    (60, 10, 20), -1, lineType=cv2.LINE_AA)
+        frames.append(f)
+    return np.stack(frames)
+
+
+def talking_clips(root, n: int = 4, n_frames: int = 60, size: int = 48, seed: int = 0) -> list[str]:
+    """``n`` clips in the preprocessed layout whose mouth opening follows the loudness of the audio."""
+    ids = []
+    for i in range(n):
+        env = envelope(n_frames, seed + i)
+        t = np.arange(len(env)) / SR
+        voiced = sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 8))
+        audio = (0.3 * env * voiced + 0.003 * np.random.default_rng(i).standard_normal(len(t))).astype(np.float32)
+        opening = env.reshape(n_frames, -1).mean(1)
+        frames = talking_frames(opening / max(opening.max(), 1e-6), size, ("astronaut", "grace_hopper")[i % 2])
+        cid = f"talk{i}"
+        write_clip(root, cid, frames, audio=audio, meta={"identity": f"person{i}"})
+        ids.append(cid)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lipdata")
+    talking_clips(root, n=3, n_frames=60, size=48)
+    return root
+
+
+def test_mel_columns_follow_the_inference_convention():
+    assert mel_columns(5) == 28 and mel_columns(16) == 64
+    assert [frame_mel_start(i) for i in range(5)] == [0, 3, 6, 9, 12]
+
+
+def test_generator_samples(data):
+    ds = LipSyncDataset(data, ["talk0", "talk1"], n_frames=5, size=32)
+    a, b = ds[(0, 123)], ds[(0, 123)]
+    assert a["faces"].shape == (6, 5, 32, 32) and a["target"].shape == (3, 5, 32, 32)
+    assert a["mels"].shape == (5, 1, 80, 16) and a["window_mel"].shape == (1, 80, 28)
+    assert all(torch.equal(a[k], b[k]) for k in ("faces", "mels"))  # the seed fixes the sample
+    assert a["faces"][:3, :, 16:].abs().max() == 0  # lower half of the target masked ...
+    assert torch.equal(a["faces"][:3, :, :16], a["target"][:, :, :16])  # ... upper half kept
+    assert a["ref_start"] != a["start"]
+    starts = {ds[(0, s)]["start"] for s in range(30)}
+    assert len(starts) > 5 and max(starts) <= 55
+    # per-frame mels are exactly audio.mel_windows(..., "inference") of the clip's audio
+    from audio import load_audio
+
+    mel = melspectrogram(load_audio(data / "talk0" / "audio.wav"))
+    want = mel_windows(mel, FPS, n_frames=60, convention="inference")[a["start"]:a["start"] + 5]
+    np.testing.assert_allclose(a["mels"][:, 0].numpy(), want)
+    np.testing.assert_allclose(a["window_mel"][0, :, :16].numpy(), want[0])
+    fixed = ds[1]  # an int key gives the fixed (centre) sample
+    assert fixed["start"] == (60 - 5) // 2 and torch.equal(fixed["faces"], ds[1]["faces"])
+
+
+def test_sync_samples_positive_and_negative_within_offset(data):
+    ds = SyncDataset(data, ["talk0", "talk1", "talk2"], n_frames=5, face_size=(24, 48), max_offset=20,
+                     min_offset=3)
+    items = [ds[(i % 3, s)] for i, s in enumerate(range(200))]
+    labels = np.array([float(it["label"]) for it in items])
+    offsets = np.array([it["offset"] for it in items])
+    assert items[0]["lower"].shape == (3, 5, 24, 48) and items[0]["mel"].shape == (1, 80, 16)
+    assert 0.3 < labels.mean() < 0.7
+    assert np.all(offsets[labels == 1] == 0)
+    neg = np.abs(offsets[labels == 0])
+    assert neg.min() >= 3 and neg.max() <= 20 and len(set(neg)) > 5
+    # a negative's audio is the window of the shifted frame, inside the same clip
+    from audio import load_audio
+
+    it = next(x for x in items if x["label"] == 0)
+    mel = melspectrogram(load_audio(data / f"talk{it['index']}" / "audio.wav"))
+    s = frame_mel_start(it["start"] + it["offset"])
+    np.testing.assert_allclose(it["mel"][0].numpy(), mel[:, s:s + 16])
+    big = SyncDataset(data, ["talk0"], n_frames=16, face_size=(24, 48))
+    assert big[0]["mel"].shape == (1, 80, 64) and big[0]["lower"].shape == (3, 16, 24, 48)
+    keys = fixed_keys(6, len(ds), seed=1)
+    assert keys == fixed_keys(6, len(ds), seed=1) and [k[0] for k in keys] == [0, 1, 2, 0, 1, 2]
+
+
+def test_bad_data_is_a_clear_error(data, tmp_path):
+    write_clip(tmp_path, "mute", np.zeros((30, 16, 16, 3), np.uint8))  # no audio.wav
+    with pytest.raises(DataError, match="no audio.wav"):
+        LipSyncDataset(tmp_path, ["mute"])
+    with pytest.raises(DataError, match="frames a sample needs"):
+        SyncDataset(data, ["talk0"], n_frames=16, min_offset=50, max_offset=60)
