@@ -831,13 +831,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from .inference.plan import resolve_device
-
-        resolve_device(args.device)
         if not args.checkpoints_dir.is_dir():
             raise DemoError(f"checkpoints folder {args.checkpoints_dir}: no such folder")
         if not 0 <= args.port < 65536:
             raise DemoError(f"port {args.port} is not in 0..65535")
+        from .inference.plan import resolve_device
+
+        resolve_device(args.device)
         config = DemoConfig(checkpoints_dir=args.checkpoints_dir, assets_dir=args.assets_dir,
                             checkpoint=args.checkpoint, device=args.device, precision=args.precision,
                             concurrency=args.concurrency, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,

@@ -121,7 +121,8 @@ def _source(path: Path, base: Path, kind: str, manifests: dict[Path, dict[str, s
     return Source(path, clip_id, identity, kind)
 
 
-def find_sources(input: str | Path, root: str | Path | None = None) -> tuple[list[Source], list[SourceResult]]:
+def find_sources(input: str | Path, root: str | Path | None = None
+                 ) -> tuple[list[Source], list[SourceResult]]:
     """Sources under a folder, a single video, or listed in a file list.
 
     Returns the sources and ``unreadable`` results for list entries that do not exist.
@@ -148,7 +149,8 @@ def find_sources(input: str | Path, root: str | Path | None = None) -> tuple[lis
                 path = path if path.is_file() else path.with_name(path.name + ".mp4")
                 sources.append(_source(path, base, "video", manifests))
             else:
-                missing.append(SourceResult(str(path), reason="unreadable", detail="no such video or frame folder"))
+                missing.append(SourceResult(str(path), reason="unreadable",
+                                            detail="no such video or frame folder"))
         if not sources and not missing:
             raise DataError(f"{input}: the file list names no videos")
         return sources, missing
@@ -211,7 +213,8 @@ def _write_runs(src: Source, out: Path, cfg: PreprocessConfig, crops: list, land
     usable = min(len(found), len(wav) // SAMPLES_PER_FRAME)  # frames with audio under them
     runs = _runs(found[:usable], cfg.min_frames, cfg.max_frames)
     if not runs:
-        longest = max((len(r) for r in "".join("1" if f else "0" for f in found[:usable]).split("0")), default=0)
+        flags = "".join("1" if f else "0" for f in found[:usable])
+        longest = max((len(r) for r in flags.split("0")), default=0)
         raise _Skip("too short", f"longest run of frames with a face and audio is {longest} frames "
                                  f"({longest / FPS:.2f} s), need {cfg.min_frames}")
     written = []
@@ -302,7 +305,8 @@ def _process_frames(src: Source, out: Path, cfg: PreprocessConfig) -> list[str]:
         crops[i] = cv2.resize(rgb, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA if w > cfg.size
                               else cv2.INTER_CUBIC)
         lm = det.landmarks(rgb, (0.0, 0.0, float(w), float(h)))
-        landmarks[i] = None if lm is None else (lm * np.float32([cfg.size / w, cfg.size / h])).astype(np.float32)
+        scale = np.float32([cfg.size / w, cfg.size / h])
+        landmarks[i] = None if lm is None else (lm * scale).astype(np.float32)
         boxes[i], found[i] = np.float32([0, 0, w, h]), True
     if not any(found):
         raise _Skip("unreadable", f"{src.path}: no frame image could be read")
@@ -331,7 +335,8 @@ def process_source(src: Source, out: str | Path, cfg: PreprocessConfig) -> Sourc
         try:
             old = json.loads(record.read_text())
             if old.get("stamp") == stamp and all((out / c / "meta.json").exists() for c in old["clips"]):
-                return SourceResult(str(src.path), old["clips"], old.get("reason"), old.get("detail", ""), True)
+                return SourceResult(str(src.path), old["clips"], old.get("reason"), old.get("detail", ""),
+                                    reused=True)
         except (ValueError, KeyError, TypeError):
             pass
     result = SourceResult(str(src.path))
@@ -435,12 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=None, help="folder that file-list entries are relative to "
                                                          "(default: the list's folder)")
     p.add_argument("--size", type=int, default=d.size, help="side of the stored face crops, pixels")
-    p.add_argument("--pads", type=int, nargs=4, default=list(d.pads), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+    p.add_argument("--pads", type=int, nargs=4, default=list(d.pads),
+                   metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="pixels added to the face box (as lipsync.infer --pads)")
-    p.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest usable clip, frames at 25 fps")
+    p.add_argument("--min-frames", type=int, default=d.min_frames,
+                   help="shortest usable clip, frames at 25 fps")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="longer runs are split")
     p.add_argument("--backend", default=d.backend, help="face detector backend (mediapipe, fan, haar)")
-    p.add_argument("--smooth-window", type=int, default=d.smooth_window, help="box smoothing window, frames (odd)")
+    p.add_argument("--smooth-window", type=int, default=d.smooth_window,
+                   help="box smoothing window, frames (odd)")
     p.add_argument("--regions", action=argparse.BooleanOptionalAction, default=d.regions,
                    help="write MARLIN region maps")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of identities for val.txt")
@@ -455,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(a.size >= 16, f"--size must be >= 16, got {a.size}"),
               (a.min_frames >= 1, f"--min-frames must be >= 1, got {a.min_frames}"),
               (a.max_frames >= a.min_frames, f"--max-frames must be >= --min-frames, got {a.max_frames}"),
-              (a.smooth_window >= 1 and a.smooth_window % 2 == 1, "--smooth-window must be a positive odd number"),
+              (a.smooth_window >= 1 and a.smooth_window % 2 == 1,
+               "--smooth-window must be a positive odd number"),
               (0.0 <= a.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {a.val_fraction}"),
               (a.workers >= 1, f"--workers must be >= 1, got {a.workers}")]
     for ok, message in checks:
@@ -468,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PreprocessConfig(size=a.size, pads=tuple(a.pads), min_frames=a.min_frames, max_frames=a.max_frames,
                            backend=a.backend, smooth_window=a.smooth_window, regions=a.regions)
     try:
-        report = preprocess(a.input, a.output, cfg, root=a.root, workers=a.workers, val_fraction=a.val_fraction,
-                             progress=a.progress)
+        report = preprocess(a.input, a.output, cfg, root=a.root, workers=a.workers,
+                            val_fraction=a.val_fraction, progress=a.progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,16 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m lipsync.train", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="preprocessed data folder (lipsync.preprocess)")
-    p.add_argument("--model", default="wav2lip", choices=[k for k, s in MODELS.items() if s.architecture in GENERATORS],
+    p.add_argument("--model", default="wav2lip",
+                   choices=[k for k, s in MODELS.items() if s.architecture in GENERATORS],
                    help="generator size (ignored with --init)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a model config field, e.g. --set img_size=192 (repeatable)")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune this generator checkpoint (ours or wav2lip.pth / wav2lip_gan.pth)")
     p.add_argument("--marlin-checkpoint", type=Path, default=None,
-                   help="MARLIN encoder weights for a marlin_lip_* generator (marlin.pretrain output or release)")
+                   help="MARLIN encoder weights for a marlin_lip_* generator (marlin.pretrain output "
+                        "or a release file)")
     p.add_argument("--expert", type=Path, default=None,
-                   help="frozen sync expert (lipsync.train_syncnet output or lipsync_expert.pth); none: no sync loss")
+                   help="frozen sync expert (lipsync.train_syncnet output or lipsync_expert.pth); "
+                        "none: no sync loss")
     p.add_argument("--disc-init", type=Path, default=None, help="quality discriminator weights to start from")
     p.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate")
     p.add_argument("--disc-lr", type=float, default=1e-4, help="discriminator Adam learning rate")
@@ -53,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
     p.add_argument("--val-samples", type=int, default=64, help="fixed val samples per evaluation")
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
-    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids/videos (0: never)")
+    p.add_argument("--sample-every", type=int, default=500,
+                   help="steps between sample grids/videos (0: never)")
     p.add_argument("--sample-video", action=argparse.BooleanOptionalAction, default=True,
                    help="also write an mp4 of a val clip dubbed with its own audio")
     add_run_args(p, steps=100000, batch_size=16, save_every=500, log_every=10)
@@ -72,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(
-        data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()), init=a.init,
-        marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init, steps=a.steps,
-        batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt, sync_threshold=a.sync_threshold,
+        data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
+        init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
+        steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
+        sync_threshold=a.sync_threshold,
         sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,
         val_samples=a.val_samples, eval_every=a.eval_every, save_every=a.save_every, log_every=a.log_every,
         sample_every=a.sample_every, sample_video=a.sample_video, num_workers=a.num_workers, seed=a.seed,

@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) is not None and not getattr(a, name).exists():
             p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
     cfg = SyncTrainConfig(
-        data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()), init=a.init,
-        marlin_checkpoint=a.marlin_checkpoint, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-        max_offset=a.max_offset, min_offset=a.min_offset, val_fraction=a.val_fraction, val_samples=a.val_samples,
+        data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
+        init=a.init, marlin_checkpoint=a.marlin_checkpoint, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+        max_offset=a.max_offset, min_offset=a.min_offset, val_fraction=a.val_fraction,
+        val_samples=a.val_samples,
         eval_every=a.eval_every, save_every=a.save_every, log_every=a.log_every, num_workers=a.num_workers,
         seed=a.seed, resume=a.resume, cpu=a.cpu, mixed_precision=a.mixed_precision)
     metrics = train_syncnet(cfg)

@@ -197,6 +197,29 @@ def _initial_model(init: Path | None, config: MarlinConfig) -> Marlin:
     return model
 
 
+def _datasets(a: argparse.Namespace, config: MarlinConfig, acc
+              ) -> tuple[FaceClipDataset, FaceClipDataset | None, str]:
+    """Train / val datasets and the masking strategy (a video folder is cached first)."""
+    root = a.data
+    if not is_clip_root(root):
+        if acc.is_main_process:
+            cache_video_folder(root, a.out / "clip_cache", config.img_size)
+        acc.wait_for_everyone()
+        root = a.out / "clip_cache"
+    train_ids = split_clips(root, "train", a.val_fraction)
+    val_ids = split_clips(root, "val", a.val_fraction)
+    has_regions = all((root / c / "regions.npy").exists() for c in train_ids + val_ids)
+    strategy = a.masking or ("fasking" if has_regions else "tube")
+    needs_regions = strategy.startswith("fasking")
+    if needs_regions and not has_regions:
+        raise DataError(f"{root}: --masking {strategy} needs regions.npy in every clip; use --masking tube")
+    ds_args = dict(n_frames=config.n_frames, stride=a.frame_stride, size=config.img_size,
+                   with_regions=needs_regions)
+    train_ds = FaceClipDataset(root, train_ids, **ds_args)
+    val_ds = FaceClipDataset(root, val_ids[: a.val_clips], **ds_args) if val_ids and a.val_clips > 0 else None
+    return train_ds, val_ds, strategy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -211,24 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
 
-    root = a.data
-    if not is_clip_root(root):
-        if acc.is_main_process:
-            cache_video_folder(root, a.out / "clip_cache", config.img_size, progress=acc.is_main_process)
-        acc.wait_for_everyone()
-        root = a.out / "clip_cache"
-    train_ids = split_clips(root, "train", a.val_fraction)
-    val_ids = split_clips(root, "val", a.val_fraction)
-    has_regions = all((root / c / "regions.npy").exists() for c in train_ids + val_ids)
-    strategy = a.masking or ("fasking" if has_regions else "tube")
-    needs_regions = strategy.startswith("fasking")
-    if needs_regions and not has_regions:
-        raise DataError(f"{root}: --masking {strategy} needs regions.npy in every clip; use --masking tube")
-    ds_args = dict(n_frames=config.n_frames, stride=a.frame_stride, size=config.img_size,
-                   with_regions=needs_regions)
-    train_ds = FaceClipDataset(root, train_ids, **ds_args)
-    val_ds = FaceClipDataset(root, val_ids[: a.val_clips], **ds_args) if val_ids and a.val_clips > 0 else None
-
+    train_ds, val_ds, strategy = _datasets(a, config, acc)
     model = _initial_model(a.init, config)
     global_batch = a.batch_size * acc.num_processes
     lr = a.lr if a.lr is not None else 1.5e-4 * global_batch / 256
@@ -255,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                                        accelerator=acc)
         log.info("resumed from %s at step %d", state_path, start)
     elif acc.is_main_process:
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=1))
+        if state_path.exists():
+            log.warning("%s exists and --resume is not given: this new run will overwrite it", state_path)
+        text = json.dumps({k: str(v) for k, v in vars(a).items()}, indent=1)
+        atomic_write(a.out / "args.json", lambda f: f.write(text.encode()))
     sampler = ResumableBatchSampler(len(train_ds), a.batch_size, seed=a.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
     batches = iter(make_loader(train_ds, sampler, num_workers=a.num_workers, seed=a.seed))
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_cli(main, argv, bad_input=(DataError, ValueError))
+    return run_cli(main, argv, bad_input=(ValueError,))  # our errors (DataError, ...) are ValueErrors
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fra
             pcm = np.clip(np.asarray(audio, np.float32), -1, 1)
             af = av.AudioFrame.from_ndarray((pcm * 32767).astype(np.int16)[None], format="s16", layout="mono")
             af.sample_rate = sr
+            af.pts = 0  # a timestamp lets the encoder trim its priming samples: audio stays aligned
+            af.time_base = Fraction(1, sr)
             resampler = av.AudioResampler(format=as_.format.name, layout="mono", rate=as_.rate)
             for rf in resampler.resample(af) + resampler.resample(None):
                 for packet in as_.encode(rf):

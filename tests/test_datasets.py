@@ -42,9 +42,11 @@ def talking_clips(root, n: int = 4, n_frames: int = 60, size: int = 48, seed: in
         env = envelope(n_frames, seed + i)
         t = np.arange(len(env)) / SR
         voiced = sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 8))
-        audio = (0.3 * env * voiced + 0.003 * np.random.default_rng(i).standard_normal(len(t))).astype(np.float32)
+        noise = 0.003 * np.random.default_rng(i).standard_normal(len(t))
+        audio = (0.3 * env * voiced + noise).astype(np.float32)
         opening = env.reshape(n_frames, -1).mean(1)
-        frames = talking_frames(opening / max(opening.max(), 1e-6), size, ("astronaut", "grace_hopper")[i % 2])
+        photo = ("astronaut", "grace_hopper")[i % 2]
+        frames = talking_frames(opening / max(opening.max(), 1e-6), size, photo)
         cid = f"talk{i}"
         write_clip(root, cid, frames, audio=audio, meta={"identity": f"person{i}"})
         ids.append(cid)

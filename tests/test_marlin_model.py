@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from marlin import Marlin, MarlinConfig, available_models, get_config, make_mask, patchify, unpatchify
-from marlin.model import Attention, plain_attention, sinusoid_table
+from marlin.model import Attention, Block, plain_attention, sinusoid_table
 
 # encoder parameters (incl. the fixed position table) from the release / paper, in millions
 PUBLISHED_ENCODER_PARAMS = {"vit_small": 22.5, "vit_base": 87.4, "vit_large": 305.5}
@@ -110,6 +110,29 @@ def test_sdpa_attention_equals_plain_softmax():
     q, k, v = torch.randn(3, 2, 2, 7, 8).unbind(0)
     want = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, -1) @ v
     torch.testing.assert_close(plain_attention(q, k, v), want)
+
+
+def test_block_equals_textbook_prenorm_formula_with_gradients():
+    torch.manual_seed(0)
+    block = Block(64, 4)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 10, 64, requires_grad=True)
+
+    def plain(t):
+        t = t + block.attn(block.norm1(t))
+        return t + block.mlp(block.norm2(t))
+
+    params = [x, *block.parameters()]
+    got = block(x)
+    want = plain(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), params),
+                    torch.autograd.grad(want.square().sum(), params)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast takes the plain path
+        torch.testing.assert_close(block(x).float(), want, rtol=0.05, atol=0.05)
 
 
 def test_attention_key_bias_is_zero():

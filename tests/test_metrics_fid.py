@@ -94,12 +94,12 @@ def test_inception_random_init_end_to_end_finite_without_download():
     ext = FIDExtractor(None, device="cpu", batch_size=4)
     photo = face_photo("astronaut")[::4, ::4]  # (128, 128, 3)
     rng = np.random.default_rng(0)
-    frames_a = np.stack([np.roll(photo, s, axis=1) for s in range(0, 25, 5)])
-    frames_b = rng.integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)  # any frame size goes in
+    frames_a = np.stack([np.roll(photo, s, axis=1) for s in range(0, 15, 5)])
+    frames_b = rng.integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)  # any frame size goes in
     acts = ext.activations(frames_a)
-    assert acts.shape == (5, 2048) and np.isfinite(acts).all() and acts.std() > 0
+    assert acts.shape == (3, 2048) and np.isfinite(acts).all() and acts.std() > 0
     np.testing.assert_allclose(
-        ext.activations(frames_a[:2]), acts[:2], rtol=1e-5, atol=1e-6
+        ext.activations(frames_a[:1]), acts[:1], rtol=1e-5, atol=1e-6
     )  # batch-independent
     a, b = ActivationStats(), ActivationStats()
     a.update(acts)

@@ -101,10 +101,11 @@ class _ClipSet(Dataset):
             kept.append(cid)
             lengths.append(clip.n_frames)
         if short:
-            log.warning("%d of %d clips are shorter than %d frames and are left out: %s", len(short), len(ids),
-                        min_frames, ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
+            log.warning("%d of %d clips are shorter than %d frames and are left out: %s", len(short),
+                        len(ids), min_frames, ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
         if not kept:
-            raise DataError(f"{self.root}: no clip of split {split!r} has the {min_frames} frames a sample needs")
+            raise DataError(f"{self.root}: no clip of split {split!r} has the {min_frames} frames "
+                            "a sample needs")
         self.clip_ids = kept
         self.lengths = np.asarray(lengths)
         self._clips: dict[int, Clip] = {}
@@ -140,7 +141,8 @@ class _ClipSet(Dataset):
         """(count, 3, size, size) float32 RGB in [0, 1] of frames from ``start`` (last frame repeated)."""
         clip = self.clip(index)
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        video = torch.from_numpy(np.ascontiguousarray(clip.frames[idx])).permute(0, 3, 1, 2).float().div_(255.0)
+        video = torch.from_numpy(np.ascontiguousarray(clip.frames[idx])).permute(0, 3, 1, 2)
+        video = video.float().div_(255.0)
         return resize_clip(video, size).clamp_(0.0, 1.0)
 
     @staticmethod

@@ -30,7 +30,6 @@ videos and cropping faces lives in :mod:`lipsync.metrics.clips`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,13 +390,3 @@ def score_video(
     else:
         items = clips.wild_crops(path, detector, cache=cache)
     return score_runs(model, items, wav, vshift, batch_size, device)
-
-
-def mean_scores(scores: list[LSEScore]) -> dict[str, float]:
-    """Arithmetic mean over clips, as the published scripts report (NaN for an empty list)."""
-    if not scores:
-        return {"lse_d": math.nan, "lse_c": math.nan}
-    return {
-        "lse_d": float(np.mean([s.lse_d for s in scores])),
-        "lse_c": float(np.mean([s.lse_c for s in scores])),
-    }

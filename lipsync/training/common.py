@@ -43,7 +43,7 @@ def _value(text: str) -> Any:
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["img_size=48", "face_size=[24,48]", "marlin=vit_tiny"]`` -> a dict (JSON values, lists as tuples)."""
+    """``["img_size=48", "face_size=[24,48]"]`` -> a dict (JSON values, lists as tuples, else strings)."""
     out = {}
     for item in items or ():
         key, sep, text = item.partition("=")
@@ -102,7 +102,7 @@ def bce(prob: Tensor, target: float | Tensor) -> Tensor:
 
 
 def lower_half(faces: Tensor, face_size: tuple[int, int]) -> Tensor:
-    """``(B, 3, T, S, S)`` faces -> ``(B, 3, T, h, w)`` lower halves, resized so the full face is ``(2h, w)``."""
+    """``(B, 3, T, S, S)`` faces -> ``(B, 3, T, h, w)`` lower halves (whole face resized to ``(2h, w)``)."""
     b, c, t, s, _ = faces.shape
     h, w = face_size
     x = faces.transpose(1, 2).reshape(b * t, c, s, s)
@@ -112,7 +112,7 @@ def lower_half(faces: Tensor, face_size: tuple[int, int]) -> Tensor:
 
 
 def image_rows(rows: Sequence[Tensor], max_frames: int = 8) -> np.ndarray:
-    """Rows of ``(3, T, H, W)`` images in [0, 1] -> one ``(R*H, k*W, 3)`` uint8 picture (k evenly spaced frames)."""
+    """Rows of ``(3, T, H, W)`` images in [0, 1] -> one ``(R*H, k*W, 3)`` uint8 picture (k spaced frames)."""
     t = rows[0].shape[1]
     pick = np.linspace(0, t - 1, min(t, max_frames)).round().astype(int)
     lines = [torch.cat(list(r[:, pick].float().permute(1, 2, 3, 0)), dim=1) for r in rows]

@@ -117,8 +117,9 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     mels = torch.from_numpy(dataset.frame_mels(index, 0, n))[:, None]
     was = generator.training
     generator.eval()
-    pred = torch.cat([generator(faces[i:i + 4 * window].to(device), mels[i:i + 4 * window].to(device)).float().cpu()
-                      for i in range(0, n, 4 * window)])
+    step = 4 * window
+    pred = torch.cat([generator(faces[i:i + step].to(device), mels[i:i + step].to(device)).float().cpu()
+                      for i in range(0, n, step)])
     generator.train(was)
     both = torch.cat([pred, frames], dim=3).permute(0, 2, 3, 1)
     video = (both.clamp(0, 1) * 255).round().byte().numpy()

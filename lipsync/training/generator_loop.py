@@ -92,7 +92,8 @@ class GeneratorTrainConfig:
 def _load_expert(cfg: GeneratorTrainConfig, frames: int, device: torch.device) -> torch.nn.Module | None:
     if cfg.expert is None:
         if cfg.sync_wt > 0:
-            log.warning("no --expert: training without the sync loss (L1%s only)", " + GAN" if cfg.disc_wt else "")
+            log.warning("no --expert: training without the sync loss (L1%s only)",
+                        " + GAN" if cfg.disc_wt else "")
         return None
     try:
         expert = load(cfg.expert, kind=("syncnet_color", "marlin_sync")).model
@@ -164,10 +165,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         switch = torch.zeros(1, device=acc.device)
         if acc.is_main_process:
             last = evaluate_generator(core, expert, val_ds, keys, cfg.batch_size, acc.device)
-            if sync_wt == 0 and expert is not None and cfg.sync_wt > 0 and last["val/sync"] < cfg.sync_threshold:
+            off = sync_wt == 0 and expert is not None and cfg.sync_wt > 0
+            if off and last["val/sync"] < cfg.sync_threshold:
                 switch += 1
-                log.info("step %d: eval sync loss %.3f < %.3f, sync loss on (weight %g)", step, last["val/sync"],
-                         cfg.sync_threshold, cfg.sync_wt)
+                log.info("step %d: eval sync loss %.3f < %.3f, sync loss on (weight %g)", step,
+                         last["val/sync"], cfg.sync_threshold, cfg.sync_wt)
             logger.log(step, {**last, "sync_wt": cfg.sync_wt if switch.item() else sync_wt})
         if acc.reduce(switch, "sum").item() > 0:
             sync_wt = cfg.sync_wt
@@ -235,7 +237,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             done, seen = step + 1, seen + target.shape[0]
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
-                metrics = {f"train/{k}": acc.reduce(v.detach().reshape(1), "mean").item() for k, v in losses.items()}
+                metrics = {f"train/{k}": acc.reduce(v.detach().reshape(1), "mean").item()
+                           for k, v in losses.items()}
                 now = time.perf_counter()
                 metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
                 tick, seen = now, 0

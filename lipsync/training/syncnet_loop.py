@@ -137,9 +137,10 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
         save_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt}, step=step,
                             accelerator=acc)
         if acc.is_main_process:
-            save_weights(cfg.out / "expert.safetensors", core,
-                         run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
-                                  max_offset=cfg.max_offset, **{"val_" + k.split("/")[1]: v for k, v in last.items()}))
+            scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
+            meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
+                            max_offset=cfg.max_offset, **scores)
+            save_weights(cfg.out / "expert.safetensors", core, meta)
         acc.wait_for_everyone()
 
     if start == 0:

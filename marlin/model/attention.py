@@ -53,6 +53,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, N, dim) -> (B, N, dim)``."""
+        return self.proj(self.mix(x))
+
+    def mix(self, x: Tensor) -> Tensor:
+        """Attention output before the ``proj`` layer: ``(B, N, dim) -> (B, N, dim)``."""
         b, n, c = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias())  # (B, N, 3*dim)
         qkv = qkv.view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
@@ -61,5 +65,4 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = plain_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(b, n, c)
-        return self.proj(out)
+        return out.transpose(1, 2).reshape(b, n, c)

@@ -56,7 +56,9 @@ class PatchEmbedding3d(nn.Module):
         self.projection = nn.Conv3d(in_channels, dim, kernel_size=size, stride=size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.projection(x).flatten(2).transpose(1, 2)
+        # contiguous (B, N, dim): otherwise every later residual sum keeps the transposed layout
+        # and each LayerNorm has to copy its input
+        return self.projection(x).flatten(2).transpose(1, 2).contiguous()
 
 
 def patchify(x: Tensor, config: MarlinConfig) -> Tensor:
