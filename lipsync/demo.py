@@ -52,7 +52,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac")
 OUTPUT_SIZES = {"original": None, "1080p": 1080, "720p": 720, "480p": 480, "360p": 360, "240p": 240}
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow")
 MARLIN_STRATEGIES = ("random", "tube", "frame", "fasking", "fasking_opp")
 SIDE_BY_SIDE_HEIGHT = 360  # each half of the before/after video is at most this tall
 CELL = 160  # MARLIN tab: pixels per frame in the grid and the video (at least)
@@ -233,8 +234,8 @@ def check_audio(path: Path, max_seconds: float) -> float:
 
         seconds = len(load_audio(path, SAMPLE_RATE)) / SAMPLE_RATE
     if seconds > max_seconds:
-        raise DemoError(f"audio {path.name}: {seconds:.1f} s is longer than this demo's limit of {max_seconds:g} s "
-                        "(python -m lipsync.infer has no limit)")
+        raise DemoError(f"audio {path.name}: {seconds:.1f} s is longer than this demo's limit of "
+                        f"{max_seconds:g} s (python -m lipsync.infer has no limit)")
     return seconds
 
 
@@ -252,7 +253,8 @@ def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float | Fraction) -
                     stream.height, stream.width = image.shape[:2]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": "20", "preset": "veryfast"}
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                for packet in stream.encode(frame):
                     out.mux(packet)
             if stream is None:
                 raise DemoError(f"{path.name}: no frames to write")
@@ -291,10 +293,12 @@ def scale_input(path: Path, max_height: int, work: Path) -> Path:
 
 
 def _label(image: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the bottom-left corner (players cover the top corners with buttons)."""
     import cv2
 
     for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(image, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, width, cv2.LINE_AA)
+        cv2.putText(image, text, (6, image.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, width,
+                    cv2.LINE_AA)
     return image
 
 
@@ -364,11 +368,12 @@ def load_marlin_any(path: Path, device: Any = "cpu"):
     try:
         loaded = checkpoints.load(path)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
-        raise DemoError(f"checkpoint {path.name}: neither a MARLIN checkpoint nor a lip-sync model ({first})") from e
+        raise DemoError(f"checkpoint {path.name}: neither a MARLIN checkpoint nor a lip-sync model "
+                        f"({first})") from e
     encoder, config = getattr(loaded.model, "encoder", None), getattr(loaded.model, "marlin_config", None)
     if encoder is None or config is None:
-        raise DemoError(f"checkpoint {path.name}: its {type(loaded.model).__name__} has no MARLIN encoder; choose a "
-                        "MARLIN checkpoint or a MARLIN-conditioned lip-sync model")
+        raise DemoError(f"checkpoint {path.name}: its {type(loaded.model).__name__} has no MARLIN encoder; "
+                        "choose a MARLIN checkpoint or a MARLIN-conditioned lip-sync model")
     with torch.device("meta"):
         model = Marlin(config, with_decoder=False)
     model.encoder.load_state_dict(encoder.state_dict(), assign=True)
@@ -460,8 +465,9 @@ def explore_clip(model, clip: Path, work: Path, strategy: str = "tube", mask_rat
     patches[~mask] = 0.5  # hidden tokens shown grey
     rows = [("clip", _frames(x[0])), ("masked input", _frames(unpatchify(patches, cfg)[0]))]
     summary: dict[str, Any] = {"model": cfg.name, "img_size": cfg.img_size, "n_frames": cfg.n_frames,
-                               "tokens": cfg.n_tokens, "visible_tokens": int(mask.sum()), "strategy": strategy,
-                               "mask_ratio": mask_ratio, "frame_step": rate, "faces_in_window": found}
+                               "tokens": cfg.n_tokens, "visible_tokens": int(mask.sum()),
+                               "strategy": strategy, "mask_ratio": mask_ratio, "frame_step": rate,
+                               "faces_in_window": found}
     if model.has_decoder:
         report(0.3, desc="reconstructing")
         recon = model.reconstruct(x.to(model.device), mask.to(model.device)).cpu()
@@ -482,13 +488,14 @@ def explore_clip(model, clip: Path, work: Path, strategy: str = "tube", mask_rat
         big = _resize(image, (side, side), nearest=True).copy()
         return _label(big, text) if text else big
 
-    grid = np.concatenate([np.concatenate([cell(f, name if k == 0 else "") for k, f in enumerate(frames[::2])],
-                                          axis=1) for name, frames in rows], axis=0)
+    strips = [[cell(f, name if k == 0 else "") for k, f in enumerate(frames[::2])] for name, frames in rows]
+    grid = np.concatenate([np.concatenate(strip, axis=1) for strip in strips], axis=0)
     from PIL import Image
 
     grid_path = work / "marlin_grid.png"
     Image.fromarray(grid).save(grid_path)
-    movie = (np.concatenate([cell(frames[t], name) for name, frames in rows], axis=1) for t in range(cfg.n_frames))
+    movie = (np.concatenate([cell(frames[t], name) for name, frames in rows], axis=1)
+             for t in range(cfg.n_frames))
     video = write_mp4(movie, work / "marlin_masked_reconstruction.mp4", 8)
     summary.update(windows=len(feats), feature_shape=list(feats.features.shape),
                    window_start_s=[round(float(t), 3) for t in feats.start_times],
@@ -569,8 +576,9 @@ class Demo:
         return Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
 
     def dub(self, video: str | None, photo: str | None, audio: str | None, checkpoint: str | None = None,
-            checkpoint_path: str | None = None, output_size: str = "original", options: DubOptions | None = None,
-            progress: Callable[..., None] | None = None) -> tuple[str, str, dict[str, Any]]:
+            checkpoint_path: str | None = None, output_size: str = "original",
+            options: DubOptions | None = None, progress: Callable[..., None] | None = None
+            ) -> tuple[str, str, dict[str, Any]]:
         """Dub ``video`` (or, without one, ``photo``) with the speech in ``audio``.
 
         Returns
@@ -605,10 +613,10 @@ class Demo:
         summary = ls.dub(source, speech, out, options=options, progress=frames_done)
         report(0.99, desc="before/after video")
         both = side_by_side(source, out, work / "before_after.mp4", options.loop, options.fps)
-        info = {"frames": summary.frames, "faces_found": summary.faces_found, "source_frames": summary.source_frames,
-                "width": summary.width, "height": summary.height, "fps": round(summary.fps, 3),
-                "duration_s": round(summary.duration, 3), "seconds": round(summary.seconds, 2),
-                "fps_achieved": round(summary.fps_achieved, 2),
+        info = {"frames": summary.frames, "faces_found": summary.faces_found,
+                "source_frames": summary.source_frames, "width": summary.width, "height": summary.height,
+                "fps": round(summary.fps, 3), "duration_s": round(summary.duration, 3),
+                "seconds": round(summary.seconds, 2), "fps_achieved": round(summary.fps_achieved, 2),
                 "stage_seconds": {k: round(v, 2) for k, v in summary.stage_times.as_dict().items()},
                 "checkpoint": ckpt.name, "device": str(ls.device), "summary": summary.line().split(" -> ")[0]}
         return str(out), str(both), info
@@ -676,24 +684,29 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
     choices = demo.checkpoint_choices()
     limits = f"Limits: {cfg.max_upload_mb:g} MiB per file, {cfg.max_seconds:g} s of video or audio."
 
-    def dub(video: str | None, photo: str | None, audio: str | None, checkpoint: str | None, checkpoint_path: str,
-            face_backend: str, face: str, box: str, pads: str, smooth: float, max_gap: str, resize: float,
-            blend: str, color_match: bool, loop: str, keep_video: bool, fps: float, output_size: str, crf: float,
-            preset: str, batch_size: float, progress=gr.Progress()):  # noqa: B008 - Gradio's progress idiom
-        options = build_options(face_backend, face, box, pads, smooth, max_gap, resize, blend, color_match, loop,
-                                keep_video, fps, crf, preset, batch_size)
+    def dub(video: str | None, photo: str | None, audio: str | None, checkpoint: str | None,
+            checkpoint_path: str, face_backend: str, face: str, box: str, pads: str, smooth: float,
+            max_gap: str, resize: float, blend: str, color_match: bool, loop: str, keep_video: bool,
+            fps: float, output_size: str, crf: float, preset: str, batch_size: float,
+            progress=gr.Progress()):  # noqa: B008 - Gradio's progress idiom
+        options = build_options(face_backend, face, box, pads, smooth, max_gap, resize, blend, color_match,
+                                loop, keep_video, fps, crf, preset, batch_size)
         return demo.dub(video, photo, audio, checkpoint, checkpoint_path, output_size, options, progress)
 
-    def marlin(clip: str | None, checkpoint: str | None, checkpoint_path: str, strategy: str, mask_ratio: float,
-               crop_face: bool, seed: float, keep_seq: bool, progress=gr.Progress()):  # noqa: B008
-        r = demo.marlin(clip, checkpoint, checkpoint_path, strategy, mask_ratio, crop_face, seed, keep_seq, progress)
+    def marlin(clip: str | None, checkpoint: str | None, checkpoint_path: str, strategy: str,
+               mask_ratio: float, crop_face: bool, seed: float, keep_seq: bool,
+               progress=gr.Progress()):  # noqa: B008
+        r = demo.marlin(clip, checkpoint, checkpoint_path, strategy, mask_ratio, crop_face, seed, keep_seq,
+                        progress)
         return r.grid, r.video, r.features, r.summary
 
     def rescan():
         found = demo.checkpoint_choices()
         return gr.Dropdown(choices=found), gr.Dropdown(choices=found)
 
-    with gr.Blocks(title="MARLIN lip-sync", analytics_enabled=False) as app:
+    age = int(cfg.keep_hours * 3600)  # Gradio's copies of uploads and outputs are deleted after this
+    with gr.Blocks(title="MARLIN lip-sync", analytics_enabled=False, delete_cache=(max(60, age // 4), age)
+                   ) as app:
         gr.Markdown(_INTRO)
         with gr.Tab("Dub", id="dub"):
             with gr.Row():
@@ -710,16 +723,21 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
                         ckpt = gr.Dropdown(choices, value=demo.default_choice(), label="Checkpoint",
                                            info=f"files in {cfg.checkpoints_dir}", scale=3)
                         rescan_btn = gr.Button("Rescan", size="sm", scale=1)
-                    ckpt_path = gr.Textbox("", label="...or a checkpoint path", placeholder="/path/to/wav2lip_gan.pth")
+                    ckpt_path = gr.Textbox("", label="...or a checkpoint path",
+                                           placeholder="/path/to/wav2lip_gan.pth")
                     with gr.Accordion("Advanced options (as python -m lipsync.infer)", open=False):
                         with gr.Row():
-                            backend = gr.Dropdown(list(FACE_BACKENDS), value=d.face_backend, label="Face detector")
+                            backend = gr.Dropdown(list(FACE_BACKENDS), value=d.face_backend,
+                                                  label="Face detector")
                             face = gr.Textbox("largest", label="Face", info="largest, index:N or point:X,Y")
-                            box = gr.Textbox("", label="Fixed face box", info="x1,y1,x2,y2 pixels: no detection")
+                            box = gr.Textbox("", label="Fixed face box",
+                                             info="x1,y1,x2,y2 pixels: no detection")
                         with gr.Row():
-                            pads = gr.Textbox(",".join(map(str, d.pads)), label="Pads", info="top,bottom,left,right")
+                            pads = gr.Textbox(",".join(map(str, d.pads)), label="Pads",
+                                              info="top,bottom,left,right")
                             smooth = gr.Slider(1, 25, d.smooth_window, step=1, label="Box smoothing (frames)")
-                            max_gap = gr.Textbox("", label="Max gap (frames)", info="empty: the tracker's default")
+                            max_gap = gr.Textbox("", label="Max gap (frames)",
+                                                 info="empty: the tracker's default")
                         with gr.Row():
                             resize = gr.Slider(1, 4, d.resize, step=0.5, label="Detect on frames shrunk by")
                             blend = gr.Dropdown(list(BLEND_REGIONS), value=d.blend, label="Blend region")
@@ -745,15 +763,17 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
             else:
                 gr.Markdown(f"No bundled examples: put face videos and speech files in `{cfg.assets_dir}`.")
         with gr.Tab("MARLIN", id="marlin"):
-            gr.Markdown("Mask a face clip as in MARLIN pretraining, see what the model reconstructs, and download "
-                        "the clip's features (one row per 16-frame window).")
+            gr.Markdown("Mask a face clip as in MARLIN pretraining, see what the model reconstructs, and "
+                        "download the clip's features (one row per window of frames).")
             with gr.Row():
                 with gr.Column():
                     clip = gr.Video(label="Face clip", sources=["upload", "webcam"], include_audio=True,
                                     elem_id="marlin-clip")
-                    m_ckpt = gr.Dropdown(choices, value=demo.default_choice("marlin"), label="MARLIN checkpoint",
+                    m_ckpt = gr.Dropdown(choices, value=demo.default_choice("marlin"),
+                                         label="MARLIN checkpoint",
                                          info="a MARLIN file, or a MARLIN lip-sync model (its encoder)")
-                    m_path = gr.Textbox("", label="...or a checkpoint path", placeholder="marlin_vit_base_ytf.full.pt")
+                    m_path = gr.Textbox("", label="...or a checkpoint path",
+                                        placeholder="marlin_vit_base_ytf.full.pt")
                     strategy = gr.Radio(list(MARLIN_STRATEGIES), value="tube", label="Masking")
                     ratio = gr.Slider(0.0, 0.95, 0.75, step=0.05, label="Mask ratio")
                     with gr.Row():
@@ -762,14 +782,16 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
                         seq = gr.Checkbox(False, label="Per-token features")
                     m_run = gr.Button("Mask and reconstruct", variant="primary", elem_id="marlin-button")
                 with gr.Column():
-                    grid = gr.Image(label="Clip / masked input / reconstruction", type="filepath", interactive=False)
+                    grid = gr.Image(label="Clip / masked input / reconstruction", type="filepath",
+                                    interactive=False, elem_id="marlin-grid")
                     m_video = gr.Video(label="Clip | masked | reconstruction", interactive=False)
-                    feats = gr.File(label="Features (.npy)", interactive=False)
-                    m_summary = gr.JSON(label="Summary")
+                    feats = gr.File(label="Features (.npy)", interactive=False, elem_id="marlin-features")
+                    m_summary = gr.JSON(label="Summary", elem_id="marlin-summary")
         rescan_btn.click(rescan, None, [ckpt, m_ckpt], api_name=False, queue=False)
-        run.click(guarded(dub), [video, photo, audio, ckpt, ckpt_path, backend, face, box, pads, smooth, max_gap,
-                                 resize, blend, color, loop, keep, fps, size, crf, preset, batch],
-                  [dubbed, both, summary], api_name="dub", concurrency_limit=cfg.concurrency, concurrency_id="model")
+        dub_inputs = [video, photo, audio, ckpt, ckpt_path, backend, face, box, pads, smooth, max_gap, resize,
+                      blend, color, loop, keep, fps, size, crf, preset, batch]
+        run.click(guarded(dub), dub_inputs, [dubbed, both, summary], api_name="dub",
+                  concurrency_limit=cfg.concurrency, concurrency_id="model")
         m_run.click(guarded(marlin), [clip, m_ckpt, m_path, strategy, ratio, crop, seed, seq],
                     [grid, m_video, feats, m_summary], api_name="marlin", concurrency_limit=cfg.concurrency,
                     concurrency_id="model")
@@ -807,16 +829,19 @@ def serve(config: DemoConfig | None = None, host: str = "127.0.0.1", port: int |
 
 def build_parser() -> argparse.ArgumentParser:
     d = DemoConfig()
-    p = argparse.ArgumentParser(prog="python -m lipsync.demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="Local Gradio app: dub a face video or photo with new speech, and look "
-                                            "inside MARLIN. Runs offline; open the printed URL in a browser.")
+    p = argparse.ArgumentParser(
+        prog="python -m lipsync.demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Local Gradio app: dub a face video or photo with new speech, and look inside MARLIN. "
+                    "Runs offline; open the printed URL in a browser.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="TCP port (0: any free port)")
-    p.add_argument("--checkpoints-dir", type=Path, default=d.checkpoints_dir, help="checkpoints offered in the menus")
+    p.add_argument("--checkpoints-dir", type=Path, default=d.checkpoints_dir,
+                   help="checkpoints offered in the menus")
     p.add_argument("--checkpoint", help="menu choice at start, a file name in --checkpoints-dir (default: "
                                         "lipsync_default.safetensors when present, else the first file)")
     p.add_argument("--assets-dir", type=Path, default=d.assets_dir, help="folder of bundled example media")
-    p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--device", default=d.device,
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="compute precision")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="requests that run at once")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests that may wait in the queue")
@@ -840,8 +865,9 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(args.device)
         config = DemoConfig(checkpoints_dir=args.checkpoints_dir, assets_dir=args.assets_dir,
                             checkpoint=args.checkpoint, device=args.device, precision=args.precision,
-                            concurrency=args.concurrency, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-                            max_seconds=args.max_seconds, work_dir=args.work_dir)
+                            concurrency=args.concurrency, max_queue=args.max_queue,
+                            max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                            work_dir=args.work_dir)
         serve(config, host=args.host, port=args.port or None)
     except (ValueError, OSError) as e:  # bad flags, a taken port, an unwritable work folder
         print(f"error: {e}", file=sys.stderr)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frozen sync expert (lipsync.train_syncnet output or lipsync_expert.pth); "
                         "none: no sync loss")
     p.add_argument("--disc-init", type=Path, default=None, help="quality discriminator weights to start from")
+    p.add_argument("--disc-model", default="quality_disc",
+                   choices=[k for k, s in MODELS.items() if s.architecture == "quality_disc"],
+                   help="discriminator size (without --disc-init)")
     p.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate")
     p.add_argument("--disc-lr", type=float, default=1e-4, help="discriminator Adam learning rate")
     p.add_argument("--sync-wt", type=float, default=0.03, help="weight of the sync loss once on")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GeneratorTrainConfig(
         data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
+        disc_model=a.disc_model,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,
         sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,

@@ -81,7 +81,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fra
                 vs.height, vs.width = frame.shape[:2]
                 vs.pix_fmt = "yuv420p"
                 if codec == "libx264":
-                    vs.options = {"crf": "18", "preset": "veryfast"}
+                    vs.options = {"crf": "18", "preset": "veryfast", "threads": "1"}  # one thread: byte-identical fixtures
                 if rotation is not None:
                     # FFmpeg 8 drops the legacy clockwise "rotate" tag; PyAV writes a display
                     # matrix instead, whose angle is counter-clockwise.

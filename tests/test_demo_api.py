@@ -214,6 +214,25 @@ def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client
         assert np.abs(sbs[i][:, 320:] - after[i]).mean() < 6, i
 
 
+def test_a_photo_is_dubbed_at_the_chosen_output_size(client, files):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from marlin.video import probe
+
+    photo = files["ckpts"].parent / "photo.png"
+    Image.fromarray(moving_face_frames(1, (480, 640))[0]).save(photo)
+    dubbed, both, summary = client.predict(video=None, photo=handle_file(str(photo)),
+                                           audio=handle_file(str(files["audio"])), output_size="240p", fps=25,
+                                           api_name="/dub")
+    assert (summary["width"], summary["height"], summary["frames"]) == (320, 240, N_OUT)
+    assert summary["faces_found"] == N_OUT and summary["source_frames"] == 1
+    info = probe(_video(both))
+    assert (info.width, info.height, info.n_frames) == (640, 240, N_OUT)
+    sbs = _frames(_video(both))
+    assert np.abs(sbs[0][:, :320] - sbs[-1][:, :320]).mean() < 2  # "before" is the still photo throughout
+
+
 def test_marlin_tab_masks_reconstructs_and_exports_features(client, files):
     from gradio_client import handle_file
     from PIL import Image

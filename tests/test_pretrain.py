@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from marlin.pretrain import cli, main
 S = 64  # tiny config: vit_tiny at 8 frames of 64 x 64 (4 x 4 x 4 = 64 tokens)
 TINY = ["--variant", "vit_tiny", "--n-frames", "8", "--img-size", str(S), "--sample-every", "0",
         "--val-clips", "2", "--cpu"]
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -200,7 +203,7 @@ def test_two_processes_through_accelerate_launch(clips, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "marlin.pretrain", "--data", str(clips), "--out", str(out), *TINY, "--steps", "2",
            "--batch-size", "2", "--adv-weight", "0.01", "--save-every", "2", "--log-every", "1"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(out / "state.pt", weights_only=True)

@@ -35,9 +35,11 @@ def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(name)
+        dev = torch.device(name)
     except RuntimeError as e:
         raise DeviceError(f"invalid --device {name!r} ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name}: CUDA is not available here")
     return name
 
 

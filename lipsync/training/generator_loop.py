@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lipsync.checkpoints import CheckpointError, load
 from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import LipSyncDataset, fixed_keys
-from lipsync.models import GENERATORS, MarlinSyncNet, QualityDisc
+from lipsync.models import GENERATORS, MarlinSyncNet, QualityDisc, create_model
 from marlin.data import split_clips
 from marlin.training import (
     MetricLogger,
@@ -67,6 +67,7 @@ class GeneratorTrainConfig:
     marlin_checkpoint: Path | None = None  # MARLIN encoder weights for a MARLIN generator
     expert: Path | None = None  # frozen sync expert checkpoint (no sync loss without one)
     disc_init: Path | None = None  # quality discriminator weights to start from
+    disc_model: str = "quality_disc"  # registry name of the discriminator (when not from disc_init)
     steps: int = 3000
     batch_size: int = 16
     lr: float = 1e-4
@@ -109,7 +110,10 @@ def _load_disc(cfg: GeneratorTrainConfig) -> QualityDisc | None:
     if cfg.disc_wt <= 0:
         return None
     if cfg.disc_init is None:
-        return QualityDisc()
+        disc = create_model(cfg.disc_model)
+        if not isinstance(disc, QualityDisc):
+            raise TrainingError(f"--disc-model {cfg.disc_model!r} is not a quality discriminator")
+        return disc
     try:
         return load(cfg.disc_init, kind="quality_disc").model.train()
     except CheckpointError as e:
