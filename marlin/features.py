@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,8 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from .model.marlin import Marlin
 
-__all__ = ["REDUCTIONS", "VideoFeatures", "extract_features", "extract_video", "face_crop_frames",
-           "iter_windows", "prepare_frames", "window_starts"]
+__all__ = ["REDUCTIONS", "VideoFeatures", "extract_features", "extract_video", "iter_windows",
+           "prepare_frames", "window_starts"]
 
 REDUCTIONS = ("none", "mean", "max")
 log = logging.getLogger(__name__)
@@ -184,40 +183,6 @@ def extract_features(model: Marlin, clips: Tensor, keep_seq: bool = True, batch_
     return torch.cat(out) if out else clips.new_zeros((0,))
 
 
-def face_crop_frames(path: str | os.PathLike, size: int, fps: float | None = None,
-                     detector: Any = None) -> Iterator[Any]:
-    """Frames of a video replaced by MARLIN face crops (square of side max(w, h) around the
-    tracked, smoothed box, zero padded, resized to ``size``).
-
-    Frames where the tracker has no face reuse the last face box; before the first face the
-    centre square of the frame is used.  Imports :mod:`marlin.face` (mediapipe, OpenCV) lazily.
-
-    Yields
-    ------
-    marlin.video.Frame
-        With ``image`` replaced by the ``(size, size, 3)`` uint8 crop.
-    """
-    from .face import marlin_crop, track_video  # heavy (mediapipe, OpenCV): only when asked for
-
-    last_box = None
-    n_found = n_total = 0
-    for frame, tr in track_video(path, fps=fps, detector=detector):
-        n_total += 1
-        if tr.found and tr.box is not None:
-            last_box = tr.box
-            n_found += 1
-        if last_box is not None:
-            crop, _ = marlin_crop(frame.image, last_box, size=size)
-        else:
-            square = prepare_frames(frame.image[None], size)[:, 0]  # (3, size, size) in [0, 1]
-            crop = square.permute(1, 2, 0).mul(255).round().byte().numpy()
-        yield dataclasses.replace(frame, image=crop)
-    if n_total and n_found == 0:
-        warnings.warn(f"{path}: no face found in any frame; used centre crops", stacklevel=2)
-    elif n_total and n_found < n_total:
-        log.info("%s: face found in %d of %d frames", path, n_found, n_total)
-
-
 def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = False, sample_rate: int = 2,
                   stride: int = 16, reduction: str = "none", keep_seq: bool = False, batch_size: int = 8,
                   fps: float | None = None, autocast_dtype: torch.dtype | None = None,
@@ -231,8 +196,10 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
     path:
         Any video FFmpeg decodes (mp4, mkv, webm, mov, ...), or an image.
     crop_face:
-        Replace frames by tracked, smoothed face crops (``marlin.face``; needs mediapipe).
-        Otherwise frames are centre-cropped to a square.
+        Replace frames by MARLIN crops of the tracked, smoothed face
+        (:func:`marlin.face.iter_marlin_crops`; needs mediapipe): a square of side max(w, h)
+        around the box, zero padded; frames without a face reuse the last box.  Otherwise
+        frames are centre-cropped to a square.
     sample_rate, stride:
         Take every ``sample_rate``-th frame; a window starts every ``stride`` sampled frames.
     reduction:
@@ -260,7 +227,12 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     cfg = model.config
-    frames = face_crop_frames(path, cfg.img_size, fps) if crop_face else iter_frames(path, fps=fps)
+    if crop_face:
+        from .face import iter_marlin_crops  # heavy (mediapipe, OpenCV): only when asked for
+
+        frames = iter_marlin_crops(path, size=cfg.img_size, fps=fps)
+    else:
+        frames = iter_frames(path, fps=fps)
     was_training = model.training
     model.eval()
     feats: list[Tensor] = []
@@ -297,6 +269,7 @@ def extract_video(model: Marlin, path: str | os.PathLike, crop_face: bool = Fals
         model.train(was_training)
     if not feats:
         raise VideoError(path, "no frames decoded")
+    log.debug("%s: %d windows", path, len(starts))
     out = torch.cat(feats)
     if reduction == "mean":
         out = out.mean(dim=0)

@@ -220,8 +220,8 @@ def test_a_photo_is_dubbed_at_the_chosen_output_size(client, files):
 
     from marlin.video import probe
 
-    photo = files["ckpts"].parent / "photo.png"
-    Image.fromarray(moving_face_frames(1, (480, 640))[0]).save(photo)
+    photo = files["ckpts"].parent / "photo.jpg"
+    Image.fromarray(moving_face_frames(1, (480, 640))[0]).save(photo, quality=85)
     dubbed, both, summary = client.predict(video=None, photo=handle_file(str(photo)),
                                            audio=handle_file(str(files["audio"])), output_size="240p", fps=25,
                                            api_name="/dub")

@@ -126,12 +126,12 @@ def test_extract_video_other_containers_and_short(model, frames, tmp_path):
 
 
 def test_crop_face_follows_the_face(tmp_path):
-    from marlin.features import face_crop_frames
+    from marlin.face import iter_marlin_crops
 
     # a face drifting right across a wide frame
     imgs = moving_face_frames(10, size=(160, 320), path=lambda i: (100 + 12 * i, 80, 0.25))
     path = write_video(tmp_path / "face.mp4", imgs, fps=FPS)
-    crops = [f.image for f in face_crop_frames(path, size=64)]
+    crops = [f.image for f in iter_marlin_crops(path, size=64)]
     assert len(crops) == 10 and all(c.shape == (64, 64, 3) for c in crops)
     # crops follow the face: consecutive crops differ far less than consecutive centre squares
     centre = prepare_frames(np.stack(imgs), 64).permute(1, 2, 3, 0).numpy() * 255
