@@ -147,6 +147,84 @@ def naive_dub(video: Path, audio: Path, out: Path, checkpoint: Path, batch_size:
     return {"frames": n, "stage_times": times}
 
 
+# ----------------------------------------------------------------------------- CPU profile
+def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict:
+    """CPU milliseconds per frame of each stage, one thread, measured with ``time.process_time``.
+
+    Unlike wall time this hardly depends on what else the machine runs, so it tells what the
+    stages cost on an idle CPU; each process is limited to one torch thread and one x264 thread.
+    """
+    import av
+    import torch
+    from media import face_photo, place
+
+    from lipsync.inference.runner import GeneratorRunner
+    from lipsync.models import create_model
+    from marlin.face import FaceDetector, FaceTracker, TrackConfig, paste_back, wav2lip_crop
+    from marlin.video import iter_frames
+
+    torch.set_num_threads(1)
+    h, w = size
+    photo = face_photo("astronaut")
+    scale = 0.8 * h / photo.shape[0]
+    frames = [place(photo, (h, w), (w / 2 + 20 * np.sin(i / 5), h / 2), scale) for i in range(n)]
+    out: dict[str, float] = {}
+
+    def clock(fn, count: int) -> float:
+        t = time.process_time()
+        fn()
+        return (time.process_time() - t) / count * 1000
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.mp4"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", {"crf": "18", "preset": "veryfast"}
+            s.codec_context.thread_count = 1
+
+            def encode():
+                for f in frames:
+                    for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                        c.mux(p)
+                for p in s.encode():
+                    c.mux(p)
+
+            out["encode"] = clock(encode, n)
+        out["decode"] = clock(lambda: sum(1 for _ in iter_frames(path)), n)
+    det = FaceDetector("mediapipe")
+    tracker = FaceTracker(TrackConfig(), det)
+    tracker.push(frames[0])  # model start-up outside the clock
+    tracks: list = []
+    out["detect"] = clock(lambda: tracks.extend(tracker.push(f) for f in frames[1:]), n - 1)
+    tracks = [t for batch in tracks for t in batch] + tracker.flush()
+    tk = tracks[len(tracks) // 2]
+    crops: list = []
+    out["crop"] = clock(lambda: crops.extend(wav2lip_crop(f, tk.box, (0, 10, 0, 0), 96) for f in frames), n)
+    out["blend"] = clock(lambda: [paste_back(f, c[0], c[1], tk.landmarks) for f, c in zip(frames, crops)], n)
+    batch = np.stack([c[0] for c in crops])
+    mels = np.random.default_rng(0).normal(size=(n, 80, 16)).astype(np.float32)
+    for model in models:
+        m = create_model(MODELS[model])
+        for label, precision, optimize in (("naive", "fp32", False), ("engine", "auto", True)):
+            runner = GeneratorRunner(m, torch.device("cpu"), precision, optimize=optimize)
+            runner(batch[:16], mels[:16])
+            out[f"generate {model} {label} ({str(runner.dtype).replace('torch.', '')})"] = clock(
+                lambda r=runner: r(batch, mels), n)
+    return out
+
+
+def print_profile(label: str, prof: dict[str, float], models: list[str]) -> None:
+    common = ("decode", "detect", "crop", "blend", "encode")
+    print(f"{label}: CPU ms/frame, one thread: " + ", ".join(f"{k} {prof[k]:.1f}" for k in common))
+    base = sum(prof[k] for k in common)
+    for model in models:
+        for key, v in prof.items():
+            if key.startswith(f"generate {model} "):
+                total = base + v
+                print(f"    {key:<38} {v:7.1f}   all stages {total:6.1f} ms/frame = {1000 / total:5.1f} fps "
+                      f"on one idle core", flush=True)
+
+
 # ----------------------------------------------------------------------------- one run
 def worker(args: argparse.Namespace) -> None:
     """Run one configuration and print one JSON line (runs in its own process)."""
@@ -206,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-profile", action="store_true", help="skip the per-stage CPU profile")
     p.add_argument("--quick", action="store_true", help="720p, 4 s clips, a 60 s long input")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -225,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, cuda: {torch.cuda.is_available()}", flush=True)
     results: dict[str, dict] = {}
+    if not args.skip_profile:
+        for size in args.sizes.split(","):
+            prof = stage_profile(SIZES[size], args.models.split(","))
+            results[f"{size}p cpu profile"] = prof
+            print_profile(f"{size}p", prof, args.models.split(","))
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         d = Path(tmp)
         ckpts = {m: make_checkpoint(d / f"{m}.safetensors", m) for m in args.models.split(",")}

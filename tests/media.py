@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import av
 import numpy as np
 
 
-@lru_cache(maxsize=None)
+@cache
 def face_photo(name: str = "astronaut") -> np.ndarray:
     """A real face photo, RGB uint8 (H, W, 3). ``name``: "astronaut" (512x512) or "grace_hopper" (600x512)."""
     if name == "astronaut":
@@ -81,7 +81,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float | Fra
                 vs.height, vs.width = frame.shape[:2]
                 vs.pix_fmt = "yuv420p"
                 if codec == "libx264":
-                    vs.options = {"crf": "18", "preset": "veryfast", "threads": "1"}  # one thread: byte-identical fixtures
+                    # one encoder thread: byte-identical fixtures from run to run
+                    vs.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
                 if rotation is not None:
                     # FFmpeg 8 drops the legacy clockwise "rotate" tag; PyAV writes a display
                     # matrix instead, whose angle is counter-clockwise.

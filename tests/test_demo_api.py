@@ -130,7 +130,8 @@ def test_examples_checkpoints_and_messages(files, tmp_path):
     assert find_examples(tmp_path) == [[None, str(tmp_path / "face.png"), str(tmp_path / "face.wav")]]
     assert find_examples(tmp_path / "missing") == []
     assert list_checkpoints(files["ckpts"]) == ["lip_tiny.safetensors", "marlin_tiny.safetensors"]
-    msg = tidy_message("/tmp/gradio/abc/x.mp4: no face found (try --face-backend haar)\nmore", ["/tmp/gradio/abc/x.mp4"])
+    upload = "/tmp/gradio/abc/x.mp4"
+    msg = tidy_message(f"{upload}: no face found (try --face-backend haar)\nmore", [upload])
     assert msg == "x.mp4: no face found (try the Haar face detector (advanced options))"
     assert even_size(1920, 1080, 360) == (640, 360) and even_size(640, 480, 1080) == (640, 480)
     assert all(v % 2 == 0 for v in even_size(333, 251, None) + even_size(333, 251, 125))
@@ -175,14 +176,15 @@ def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client
         return client.predict(video=handle_file(str(video)) if video else None, photo=None,
                               audio=handle_file(str(audio)) if audio else None, api_name="/dub", **kw)
 
-    bad = [({"video": files["broken"], "audio": files["audio"]}, "video broken.mp4: "),
-           ({"video": files["video"], "audio": files["long"]}, "long.wav: 3.0 s is longer than this demo's limit of 2 s"),
-           ({"video": files["video"], "audio": files["video"]}, "sample.mp4: the file has no audio track"),
-           ({"video": files["noface"], "audio": files["audio"]}, "no face found in any frame"),
-           ({"video": files["video"], "audio": files["audio"], "checkpoint_path": "/nowhere/x.pth"}, "no such file"),
-           ({"video": files["video"], "audio": files["audio"], "pads": "1,2"}, "pads must be 4"),
-           ({"video": None, "audio": files["audio"]}, "give a video or a photo"),
-           ({"video": files["video"], "audio": files["huge"]}, "exceeds the maximum file size of 262144 bytes")]
+    video, audio = files["video"], files["audio"]
+    bad = [({"video": files["broken"], "audio": audio}, "video broken.mp4: "),
+           ({"video": video, "audio": files["long"]}, "long.wav: 3.0 s is longer than this demo's limit of 2"),
+           ({"video": video, "audio": video}, "sample.mp4: the file has no audio track"),
+           ({"video": files["noface"], "audio": audio}, "no face found in any frame"),
+           ({"video": video, "audio": audio, "checkpoint_path": "/nowhere/x.pth"}, "no such file"),
+           ({"video": video, "audio": audio, "pads": "1,2"}, "pads must be 4"),
+           ({"video": None, "audio": audio}, "give a video or a photo"),
+           ({"video": video, "audio": files["huge"]}, "exceeds the maximum file size of 262144 bytes")]
     for kwargs, expected in bad:
         with pytest.raises(Exception) as err:
             dub(**kwargs)
@@ -196,10 +198,10 @@ def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client
         app.demo.dub(str(files["video"]), None, str(files["huge"]))  # files given by path are checked too
     with monkeypatch.context() as m:  # an unexpected failure is reported too
         m.setattr(app.demo, "dub", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
-        with pytest.raises(Exception, match=r"the request failed \(RuntimeError: boom\); the server is still running"):
-            dub(video=files["video"], audio=files["audio"])
+        with pytest.raises(Exception, match=r"failed \(RuntimeError: boom\); the server is still running"):
+            dub(video=video, audio=audio)
 
-    dubbed, both, summary = dub(video=files["video"], audio=files["audio"])
+    dubbed, both, summary = dub(video=video, audio=audio)
     assert summary["frames"] == N_OUT and summary["faces_found"] == N_OUT
     assert summary["source_frames"] == N_VIDEO and summary["checkpoint"] == "lip_tiny.safetensors"
     assert summary["fps_achieved"] > 0 and "faces found in 12" in summary["summary"]
@@ -238,8 +240,8 @@ def test_marlin_tab_masks_reconstructs_and_exports_features(client, files):
     from PIL import Image
 
     clip = handle_file(str(files["video"]))
-    grid, video, feats, summary = client.predict(clip=clip, checkpoint="marlin_tiny.safetensors", strategy="fasking",
-                                                 mask_ratio=0.75, api_name="/marlin")
+    grid, video, feats, summary = client.predict(clip=clip, checkpoint="marlin_tiny.safetensors",
+                                                 strategy="fasking", mask_ratio=0.75, api_name="/marlin")
     assert summary["visible_tokens"] == int(392 * 0.25) and summary["faces_in_window"] == N_VIDEO
     assert np.isfinite(summary["masked_patch_mse"]) and summary["windows"] == 1
     assert np.asarray(Image.open(grid)).shape == (3 * 224, 8 * 224, 3)  # clip / masked / reconstruction
@@ -258,6 +260,7 @@ def test_marlin_tab_masks_reconstructs_and_exports_features(client, files):
 
 def test_queue_runs_one_request_at_a_time(server, client, files, monkeypatch):
     from gradio_client import handle_file
+    from PIL import Image
 
     from lipsync.demo import MarlinResult
 
@@ -273,11 +276,10 @@ def test_queue_runs_one_request_at_a_time(server, client, files, monkeypatch):
         time.sleep(0.7)
         with lock:
             state["active"] -= 1
-        return MarlinResult(str(files["ckpts"].parent / "grid.png"), str(files["video"]), str(npy), {"ok": True})
+        return MarlinResult(str(grid), str(files["video"]), str(npy), {"ok": True})
 
-    from PIL import Image
-
-    Image.new("RGB", (8, 8)).save(files["ckpts"].parent / "grid.png")
+    grid = app.demo.work_dir / "grid.png"
+    Image.new("RGB", (8, 8)).save(grid)
     monkeypatch.setattr(app.demo, "marlin", slow)
     jobs = [client.submit(clip=handle_file(str(files["video"])), api_name="/marlin") for _ in range(3)]
     results = [job.result(timeout=60) for job in jobs]
@@ -290,7 +292,7 @@ def test_cli_help_and_bad_flags(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lipsync.demo", "--help"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert res.returncode == 0 and "--max-upload-mb" in res.stdout and "--concurrency" in res.stdout
-    res = subprocess.run([sys.executable, str(ROOT / "demos" / "app.py"), "--checkpoints-dir", str(tmp_path / "no")],
-                         capture_output=True, text=True, env=env, timeout=120)
+    launcher = [sys.executable, str(ROOT / "demos" / "app.py"), "--checkpoints-dir", str(tmp_path / "no")]
+    res = subprocess.run(launcher, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"error: checkpoints folder {tmp_path / 'no'}: no such folder"]

@@ -1,7 +1,8 @@
 """The demo in a real headless browser: Debian's chromium driven by selenium through
 /usr/bin/chromedriver.  The page is opened with every non-local host unresolvable, the sample
 video and speech are uploaded, Dub is clicked and the dubbed video must appear and play.  A
-screenshot is saved to tests/artifacts/demo.png for a person to look at.
+screenshot is saved to tests/artifacts/demo.png for a person to look at (and the MARLIN tab's
+to tests/artifacts/demo_marlin.png).
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ def test_upload_dub_and_watch_in_chromium(browser, url, files):
     browser.execute_script("window.scrollTo(0, 0);")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+
+    # the MARLIN tab: masked input and reconstruction of the same clip, features to download
+    next(b for b in find("button[role=tab]") if b.text.strip() == "MARLIN").click()
+    wait.until(lambda d: find("#marlin-clip input[type=file]"))
+    find("#marlin-clip input[type=file]")[0].send_keys(str(files["video"]))
+    wait.until(lambda d: find("#marlin-clip video"))
+    find("#marlin-button")[0].click()
+    WebDriverWait(browser, 90, poll_frequency=0.5).until(lambda d: d.execute_script(
+        "const i = document.querySelector('#marlin-grid img'); return i !== null && i.naturalWidth > 0;"))
+    width = browser.execute_script("return document.querySelector('#marlin-grid img').naturalWidth;")
+    assert width == 8 * 224  # eight frames of the vit_tiny clip, each 112 px shown at 224
+    wait.until(lambda d: ".npy" in d.find_element(By.ID, "marlin-features").text)
+    browser.execute_script("window.scrollTo(0, 0);")
+    assert browser.save_screenshot(str(SCREENSHOT.with_name("demo_marlin.png")))
 
     port = urlparse(url).port
     hosts = _requested_hosts(browser)

@@ -79,6 +79,10 @@ def prefetch(iterator: Iterator, size: int, times: StageTimes | None = None,
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             q.put(_Failure(e))
+        finally:  # stopped early: let the source generator clean up (its own threads, files)
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=work, name="lipsync-prefetch", daemon=True)
     thread.start()

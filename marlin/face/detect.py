@@ -15,13 +15,38 @@ left edge, ``y`` in ``[0, H]`` from the top edge (pixel ``i`` covers ``[i, i + 1
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 import cv2
 import numpy as np
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(enabled: bool = True):
+    """Silence C++ log lines written straight to file descriptor 2.
+
+    mediapipe's graphs print TFLite/absl warnings ("Feedback manager requires a model with a
+    single signature...") on their first run; they are noise for users, and Python-level
+    logging cannot reach them.  Set LIPSYNC_MEDIAPIPE_LOGS=1 to see them.
+    """
+    if not enabled or os.environ.get("LIPSYNC_MEDIAPIPE_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 __all__ = [
     "FAN_WEIGHT_FILES",
@@ -129,6 +154,7 @@ class _MediapipeBackend(_Backend):
             raise ValueError(f"mediapipe model must be 'full' or 'short', got {config.model!r}")
         self._det = None
         self._mesh = None
+        self._det_warm = self._mesh_warm = False
 
     def _solutions(self):
         try:
@@ -149,7 +175,9 @@ class _MediapipeBackend(_Backend):
             k = limit / max(h, w)
             small = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))),
                                interpolation=cv2.INTER_AREA)
-        result = self._det.process(np.ascontiguousarray(small))
+        with _quiet_native_stderr(not self._det_warm):  # the first run prints native warnings
+            result = self._det.process(np.ascontiguousarray(small))
+        self._det_warm = True
         out = []
         for d in result.detections or []:
             b = d.location_data.relative_bounding_box  # relative coordinates survive the resize
@@ -164,7 +192,9 @@ class _MediapipeBackend(_Backend):
                 min_detection_confidence=self.config.min_score, min_tracking_confidence=0.5)
         size = self.config.roi_size
         roi, x0, y0, side = _square_roi(rgb, box, self.config.roi_scale, size)
-        result = self._mesh.process(roi)
+        with _quiet_native_stderr(not self._mesh_warm):
+            result = self._mesh.process(roi)
+        self._mesh_warm = True
         if not result.multi_face_landmarks:
             return None
         pts = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
@@ -178,6 +208,7 @@ class _MediapipeBackend(_Backend):
             if obj is not None:
                 obj.close()
                 setattr(self, attr, None)
+        self._det_warm = self._mesh_warm = False
 
 
 class _HaarBackend(_Backend):
