@@ -641,6 +641,13 @@ class Demo:
         return result
 
 
+def _release_gpu_memory() -> None:
+    """Give cached CUDA blocks back after a failed request (an out-of-memory error above all)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def guarded(fn: Callable) -> Callable:
     """A handler whose bad input becomes one clear message in the page (``gr.Error``); any other
     failure is logged and reported too, and the server keeps serving."""
@@ -658,9 +665,11 @@ def guarded(fn: Callable) -> Callable:
             log.warning("request refused: %s", message)
             raise gr.Error(message, duration=None, title="Cannot do this", print_exception=False) from e
         except MemoryError as e:
+            _release_gpu_memory()
             raise gr.Error("out of memory: try a shorter clip or a smaller output size", duration=None) from e
         except Exception as e:  # noqa: BLE001 - one request's failure must not stop the server
             log.exception("request failed")
+            _release_gpu_memory()
             text = tidy_message(f"{type(e).__name__}: {e}", files)
             if "out of memory" in text.lower():
                 text = "out of GPU memory: try a shorter clip or a smaller output size"
@@ -855,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     try:
         if not args.checkpoints_dir.is_dir():
             raise DemoError(f"checkpoints folder {args.checkpoints_dir}: no such folder")

@@ -148,19 +148,27 @@ def test_output_size_scales_the_input(files, tmp_path):
 
 
 # ----- through the server -------------------------------------------------------------------
-def test_api_offers_both_tabs_with_examples_and_a_limited_queue(server, client):
+def test_api_offers_both_tabs_with_examples_and_a_limited_queue(server, client, files):
     app, _ = server
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/dub", "/marlin"} <= set(api)
     defaults = {p["parameter_name"]: p.get("parameter_default") for p in api["/dub"]["parameters"]}
     assert defaults["checkpoint"] == "lip_tiny.safetensors" and defaults["loop"] == "pingpong"
     assert {"face", "pads", "smooth", "loop", "output_size", "box", "face_backend"} <= set(defaults)
+    defaults_names = ["lip_tiny.safetensors", "marlin_tiny.safetensors"]
     config = app.config
     samples = [c["props"].get("samples") for c in config["components"] if c.get("type") == "dataset"]
     assert samples and "sample.mp4" in str(samples[0][0]) and "sample.wav" in str(samples[0][-1])
     heavy = [f for f in app.fns.values() if f.api_name in ("dub", "marlin")]
     assert len(heavy) == 2 and all(f.concurrency_limit == 1 and f.concurrency_id == "model" for f in heavy)
     assert app._queue.max_size == 16
+    added = files["ckpts"] / "new.pth"
+    added.write_bytes(b"weights")
+    try:  # "Rescan" re-reads the checkpoints folder into both menus
+        menus = next(f for f in app.fns.values() if f.name == "rescan").fn()
+        assert all([c[0] for c in m.choices] == [*defaults_names, added.name] for m in menus)
+    finally:
+        added.unlink()
 
 
 def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client, files, monkeypatch):
@@ -178,7 +186,7 @@ def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client
 
     video, audio = files["video"], files["audio"]
     bad = [({"video": files["broken"], "audio": audio}, "video broken.mp4: "),
-           ({"video": video, "audio": files["long"]}, "long.wav: 3.0 s is longer than this demo's limit of 2"),
+           ({"video": video, "audio": files["long"]}, "long.wav: 3.0 s is longer than this demo's limit"),
            ({"video": video, "audio": video}, "sample.mp4: the file has no audio track"),
            ({"video": files["noface"], "audio": audio}, "no face found in any frame"),
            ({"video": video, "audio": audio, "checkpoint_path": "/nowhere/x.pth"}, "no such file"),
@@ -211,9 +219,10 @@ def test_bad_requests_get_clear_messages_then_a_good_request_dubs(server, client
     src, after, sbs = _frames(files["video"]), _frames(_video(dubbed)), _frames(_video(both))
     assert np.abs(after[0][:60] - src[0][:60]).mean() < 3  # above the face: the input's pixels
     assert np.abs(after[0][60:200, 100:220] - src[0][60:200, 100:220]).mean() > 1  # the face changed
-    for i, shown in ((0, 0), (9, 5), (11, 3)):  # ping-pong: 0..7, then 6 5 4 3
-        assert np.abs(sbs[i][:, :320] - src[shown]).mean() < 6, i
-        assert np.abs(sbs[i][:, 320:] - after[i]).mean() < 6, i
+    for i, shown in ((0, 0), (7, 7), (9, 5), (11, 3)):  # ping-pong: 0..7, then 6 5 4 3
+        errors = [np.abs(sbs[i][:, :320] - s).mean() for s in src]
+        assert int(np.argmin(errors)) == shown and errors[shown] < 4, (i, errors)
+        assert np.abs(sbs[i][:, 320:] - after[i]).mean() < 4, i
 
 
 def test_a_photo_is_dubbed_at_the_chosen_output_size(client, files):
@@ -256,6 +265,8 @@ def test_marlin_tab_masks_reconstructs_and_exports_features(client, files):
     assert np.load(feats).shape == (1, 192)
     with pytest.raises(Exception, match="needs face crops"):
         client.predict(clip=clip, strategy="fasking", crop_face=False, api_name="/marlin")
+    with pytest.raises(Exception, match="noface.mp4: no face found in the sampled frames"):
+        client.predict(clip=handle_file(str(files["noface"])), api_name="/marlin")
 
 
 def test_queue_runs_one_request_at_a_time(server, client, files, monkeypatch):

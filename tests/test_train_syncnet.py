@@ -60,19 +60,18 @@ BASE = ["--cpu", "--max-offset", "15", "--min-offset", "4", "--val-samples", "16
 
 def test_expert_learns_and_saves_loadable_weights(data, tmp_path, narrow):
     out = tmp_path / "run"
-    assert main(["--data", str(data), "--out", str(out), *BASE, "--steps", "60", "--batch-size", "16",
-                 "--lr", "2e-3", "--eval-every", "60", "--save-every", "60", "--log-every", "10"]) == 0
+    assert main(["--data", str(data), "--out", str(out), *BASE, "--steps", "40", "--batch-size", "8",
+                 "--lr", "3e-3", "--eval-every", "40", "--save-every", "40", "--log-every", "10"]) == 0
     m = metrics(out)
-    first = (m[(10, "train/loss")] + m[(20, "train/loss")]) / 2
-    last = (m[(50, "train/loss")] + m[(60, "train/loss")]) / 2
-    print(f"train BCE {first:.3f} -> {last:.3f}; val loss {m[(0, 'val/loss')]:.3f} -> {m[(60, 'val/loss')]:.3f}")
-    assert last < first - 0.05
-    assert (60, "val/accuracy") in m and (60, "samples_per_s") in m
+    first, last = m[(10, "train/loss")], m[(40, "train/loss")]  # means over steps 1-10 and 31-40
+    print(f"train BCE {first:.3f} -> {last:.3f}; val {m[(0, 'val/loss')]:.3f} -> {m[(40, 'val/loss')]:.3f}")
+    assert last < first - 0.1
+    assert (40, "val/accuracy") in m and (40, "samples_per_s") in m
     loaded = checkpoints.load(out / "expert.safetensors")
-    assert isinstance(loaded.model, NarrowSyncNet) and loaded.meta["steps"] == 60
+    assert isinstance(loaded.model, NarrowSyncNet) and loaded.meta["steps"] == 40
     assert loaded.meta["audio_convention"] == "inference" and loaded.meta["colour"] == "rgb"
     assert loaded.meta["trained_on"] == str(data) and "val_loss" in loaded.meta
-    assert torch.load(out / "state.pt", weights_only=True)["step"] == 60
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 40
     assert any((out / "tb").iterdir())
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from audio import AudioError, load_audio, mel_window_starts, melspectrogram
-from marlin.data import Clip, DataError, read_clip, resize_clip, split_clips
+from marlin.data import Clip, DataError, read_clip, split_clips
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,22 @@ class _ClipSet(Dataset):
         starts = mel_window_starts(mel, FPS, n_frames=start + count)[start:]
         return np.stack([mel[:, s:s + 16] for s in starts])
 
-    def frames(self, index: int, start: int, count: int, size: int) -> torch.Tensor:
-        """(count, 3, size, size) float32 RGB in [0, 1] of frames from ``start`` (last frame repeated)."""
+    def frames(self, index: int, start: int, count: int, size: int | tuple[int, int],
+               lower: bool = False) -> torch.Tensor:
+        """(count, 3, h, w) float32 RGB in [0, 1] of frames from ``start`` (last frame repeated).
+
+        ``size``: the side of the whole face, or ``(h, w)`` of its lower half when ``lower``.
+        """
         clip = self.clip(index)
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        video = torch.from_numpy(np.ascontiguousarray(clip.frames[idx])).permute(0, 3, 1, 2)
-        video = video.float().div_(255.0)
-        return resize_clip(video, size).clamp_(0.0, 1.0)
+        pixels = clip.frames[idx, clip.size // 2:] if lower else clip.frames[idx]
+        video = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+        h, w = (size, size) if isinstance(size, int) else size
+        if video.shape[-2:] == (h, w):
+            return video
+        shrink = video.shape[-1] > w
+        video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+        return video.clamp_(0.0, 1.0)
 
     @staticmethod
     def _key(key: int | tuple[int, int]) -> tuple[int, np.random.Generator | None]:
@@ -213,7 +222,7 @@ class SyncDataset(_ClipSet):
     ----------
     root, clip_ids, split, val_fraction : as :class:`LipSyncDataset`.
     n_frames : 5 (Wav2Lip's expert) or 16 (the MARLIN expert).
-    face_size : (h, w) of the lower halves: frames are resized to ``(2h, w)`` and rows ``h:`` kept.
+    face_size : (h, w) of the lower halves: rows ``S//2:`` of the stored crops resized to it.
     mel_width : audio columns per sample (default ``mel_columns(n_frames)`` for ``n_frames`` > 5,
         16 for 5 frames -- the release expert's 0.2 s window).
     max_offset, min_offset : a negative's audio starts ``min_offset .. max_offset`` frames before
@@ -269,18 +278,11 @@ class SyncDataset(_ClipSet):
         start = 0 if self._offsets(index, 0).size else room
         return start, int(rng.choice(self._offsets(index, start)))
 
-    def lower_halves(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) faces -> (3, T, h, w) lower halves at ``face_size``."""
-        h, w = self.face_size
-        full = F.interpolate(frames, size=(2 * h, w), mode="bilinear", align_corners=False,
-                             antialias=frames.shape[-1] > w)
-        return full[:, :, h:].clamp_(0.0, 1.0).transpose(0, 1).contiguous()
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._key(key)
         start, offset = self.sample(index, rng)
-        frames = self.frames(index, start, self.n_frames, self.clip(index).size)
+        lower = self.frames(index, start, self.n_frames, self.face_size, lower=True).transpose(0, 1)
         mel = _columns(self.mel(index), frame_mel_start(start + offset), self.mel_width)
-        return {"lower": self.lower_halves(frames), "mel": torch.from_numpy(np.ascontiguousarray(mel))[None],
+        return {"lower": lower.contiguous(), "mel": torch.from_numpy(np.ascontiguousarray(mel))[None],
                 "label": torch.tensor(1.0 if offset == 0 else 0.0), "offset": offset, "index": index,
                 "start": start}

@@ -155,9 +155,12 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         models["disc"] = disc
     state_path = cfg.out / "state.pt"
     start, sync_wt = 0, cfg.sync_wt if cfg.sync_from_start and expert is not None else 0.0
+    sums, count = {}, 0  # loss sums since the last log line (kept in checkpoints for exact resumes)
     if cfg.resume:
         start, extra = load_training_state(state_path, models=models, optimizers=opts, accelerator=acc)
         sync_wt = float(extra.get("sync_wt", sync_wt))
+        sums = {k: torch.tensor(v, device=acc.device) for k, v in extra.get("log_sums", {}).items()}
+        count = int(extra.get("log_count", 0))
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
     batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
@@ -189,7 +192,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             write_sample_video(cfg.out / "samples" / f"step_{step:07d}.mp4", video, audio)
 
     def save(step: int) -> None:
-        save_training_state(state_path, models=models, optimizers=opts, step=step, extra={"sync_wt": sync_wt},
+        extra = {"sync_wt": sync_wt, "log_count": count, "log_sums": {k: float(v) for k, v in sums.items()}}
+        save_training_state(state_path, models=models, optimizers=opts, step=step, extra=extra,
                             accelerator=acc)
         if acc.is_main_process:
             meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
@@ -240,9 +244,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 opts["disc"].step()
             done, seen = step + 1, seen + target.shape[0]
             bar.update(1)
+            count += 1
+            for k, v in losses.items():  # means over the log interval
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
             if done % cfg.log_every == 0 or done == cfg.steps:
-                metrics = {f"train/{k}": acc.reduce(v.detach().reshape(1), "mean").item()
-                           for k, v in losses.items()}
+                metrics = {f"train/{k}": acc.reduce((v / count).reshape(1), "mean").item()
+                           for k, v in sums.items()}
+                sums, count = {}, 0
                 now = time.perf_counter()
                 metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
                 tick, seen = now, 0

@@ -117,10 +117,12 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
     ddp, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(ddp)
     state_path = cfg.out / "state.pt"
-    start = 0
+    start, sums, count = 0, {}, 0  # loss sums since the last log line (kept in checkpoints)
     if cfg.resume:
-        start, _ = load_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt},
-                                       accelerator=acc)
+        start, extra = load_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt},
+                                           accelerator=acc)
+        sums = {k: torch.tensor(v, device=acc.device) for k, v in extra.get("log_sums", {}).items()}
+        count = int(extra.get("log_count", 0))
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
     batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
@@ -135,6 +137,7 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
 
     def save(step: int) -> None:
         save_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt}, step=step,
+                            extra={"log_count": count, "log_sums": {k: float(v) for k, v in sums.items()}},
                             accelerator=acc)
         if acc.is_main_process:
             scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
@@ -159,10 +162,13 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
             opt.step()
             done, seen = step + 1, seen + len(label)
             bar.update(1)
+            accuracy = ((sim.detach() > 0.5).float() == label).float().mean()
+            count += 1
+            for k, v in (("train/loss", loss), ("train/accuracy", accuracy)):  # means over the log interval
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
             if done % cfg.log_every == 0 or done == cfg.steps:
-                accuracy = ((sim.detach() > 0.5).float() == label).float().mean()
-                metrics = {k: acc.reduce(v.detach().reshape(1), "mean").item()
-                           for k, v in (("train/loss", loss), ("train/accuracy", accuracy))}
+                metrics = {k: acc.reduce((v / count).reshape(1), "mean").item() for k, v in sums.items()}
+                sums, count = {}, 0
                 now = time.perf_counter()
                 metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
                 tick, seen = now, 0
