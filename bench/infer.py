@@ -226,6 +226,17 @@ def print_profile(label: str, prof: dict[str, float], models: list[str]) -> None
 
 
 # ----------------------------------------------------------------------------- one run
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process image; getrusage's
+    ru_maxrss would also count the parent's peak, which Linux carries across fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 def worker(args: argparse.Namespace) -> None:
     """Run one configuration and print one JSON line (runs in its own process)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -248,7 +259,7 @@ def worker(args: argparse.Namespace) -> None:
         result["precision"] = "float32"
     wall = time.perf_counter() - t0
     result.update(wall=wall, load=load_s, fps=result["frames"] / wall, cpu=time.process_time() - cpu0,
-                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                  peak_rss_mib=peak_rss_mib())
     print("RESULT " + json.dumps(result), flush=True)
 
 

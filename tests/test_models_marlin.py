@@ -21,7 +21,7 @@ from marlin import Marlin, get_config
 GENERATOR_NAMES = [n for n, spec in MODELS.items() if spec.architecture == "marlin_lip"]
 SYNC_NAMES = [n for n, spec in MODELS.items() if spec.architecture == "marlin_sync"]
 # A cheaper decoder for the 192 / 256 px gradient tests (same architecture, narrower layers).
-SMALL = dict(decoder_channels=(16, 16, 8, 8, 8, 8), n_res=1, audio_width=0.125)
+SMALL = dict(decoder_channels=(16, 16, 8, 8, 8, 8), n_res=1, audio_width=0.125, output_channels=8)
 
 
 def inputs(batch: int, size: int, frames: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +80,8 @@ def test_generator_shapes_every_size_meta(name, size):
     assert model.scales[-1] == size and model.scales[0] == model.marlin_config.grid[1]
     assert [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("encoder.")] == []
     frozen = model.config.freeze_encoder
-    assert all(p.requires_grad != frozen for n, p in model.encoder.named_parameters() if not n.endswith("emb"))
+    encoder = [p for n, p in model.encoder.named_parameters() if not n.endswith("emb")]
+    assert all(p.requires_grad != frozen for p in encoder)
 
 
 def test_paper_scale_shapes():

@@ -121,7 +121,7 @@ def test_marlin_expert_two_processes_through_accelerate_launch(data, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "lipsync.train_syncnet", "--data", str(data), "--out", str(out), *BASE,
            "--model", "marlin_sync_tiny", "--set", "face_size=[24,48]", "--set", "encoder_init=random",
-           "--steps", "2", "--batch-size", "1", "--val-samples", "2", "--save-every", "2", "--log-every", "1"]
+           "--steps", "2", "--batch-size", "2", "--val-samples", "2", "--save-every", "2", "--log-every", "1"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]

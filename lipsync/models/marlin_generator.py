@@ -57,6 +57,7 @@ class MarlinLipConfig(ModelConfig):
     decoder_channels: tuple[int, ...] = (512, 256, 128, 64, 32)  # per decoder scale, coarse first
     n_res: int = 2  # residual units per decoder scale
     audio_width: float = 1.0  # width multiplier of the Wav2Lip audio encoder
+    output_channels: int = 32  # width of the last 3x3 convolution before the RGB 1x1 (Wav2Lip: 32)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,7 +120,9 @@ class MarlinLipGenerator(nn.Module):
             blocks.append(nn.Sequential(*units))
             cin = cout
         self.decoder_blocks = nn.ModuleList(blocks)
-        self.output_block = nn.Sequential(ConvUnit(cin + 6, 32, 3, 1, 1), nn.Conv2d(32, 3, 1), nn.Sigmoid())
+        width = cfg.output_channels
+        self.output_block = nn.Sequential(  # the input again at full size, a 3x3 unit, a 1x1 to RGB
+            ConvUnit(cin + 6, width, 3, 1, 1), nn.Conv2d(width, 3, 1), nn.Sigmoid())
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 

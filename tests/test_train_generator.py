@@ -1,0 +1,233 @@
+"""``python -m lipsync.train``: L1 + sync + GAN learning, samples, exact resume, launcher, fine-tuning.
+
+The release-size networks need seconds per step on this CPU, so most tests swap in narrow
+networks with the same interfaces (the release's layer pattern at 1/8 width, registered under the
+release architecture keys for the test); the real classes run in the launcher test (the MARLIN
+generator) and the smoke test (the release-size Wav2Lip).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_datasets import talking_clips
+from test_train_syncnet import NarrowSyncNet
+from torch import nn
+
+from lipsync import checkpoints
+from lipsync.models import (
+    QualityDisc,
+    QualityDiscConfig,
+    SyncNetColorConfig,
+    Wav2Lip,
+    Wav2LipConfig,
+    registry,
+)
+from lipsync.models.blocks import ConvUnit, LeakyConvUnit, audio_encoder
+from lipsync.models.wav2lip import _stage, _up
+from lipsync.train import cli, main
+
+
+class NarrowWav2Lip(Wav2Lip):
+    """``Wav2Lip`` at 1/8 width with one residual unit per stage (same inputs and outputs)."""
+
+    def __init__(self, config: Wav2LipConfig | None = None) -> None:
+        nn.Module.__init__(self)
+        self.config = config or Wav2LipConfig()
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvUnit(6, 4, 7, 1, 3)), _stage(4, 8, 2, 1), _stage(8, 8, 2, 1),
+            _stage(8, 16, 2, 1), _stage(16, 32, 2, 1), _stage(32, 64, 2, 1),
+            nn.Sequential(ConvUnit(64, 64, 3, 1, 0), ConvUnit(64, 64, 1, 1, 0))])
+        self.audio_encoder = audio_encoder((1, 1, 1, 1), 0.125)  # -> 64 channels
+        self.face_decoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvUnit(64, 64, 1, 1, 0)), _up(128, 64, 0, stride=1), _up(128, 32, 0),
+            _up(64, 32, 0), _up(48, 16, 0), _up(24, 16, 0), _up(24, 8, 0)])
+        self.output_block = nn.Sequential(ConvUnit(12, 8, 3, 1, 1), nn.Conv2d(8, 3, 1), nn.Sigmoid())
+
+
+class NarrowDisc(QualityDisc):
+    """``QualityDisc`` at 1/8 width."""
+
+    def __init__(self, config: QualityDiscConfig | None = None) -> None:
+        nn.Module.__init__(self)
+        self.config = config or QualityDiscConfig()
+        chans = [3, 4, 8, 16, 32, 64, 64]
+        blocks = [nn.Sequential(LeakyConvUnit(3, 4, 7, 1, 3))]
+        for i, (cin, cout) in enumerate(zip(chans[1:], chans[2:])):
+            blocks.append(nn.Sequential(LeakyConvUnit(cin, cout, 3, (1, 2) if i == 0 else 2, 1)))
+        blocks.append(nn.Sequential(LeakyConvUnit(64, 64, 3, 1, 0), LeakyConvUnit(64, 64, 1, 1, 0)))
+        self.face_encoder_blocks = nn.ModuleList(blocks)
+        self.binary_pred = nn.Sequential(nn.Conv2d(64, 1, 1), nn.Sigmoid())
+
+
+@pytest.fixture
+def narrow(monkeypatch):
+    """The release architectures become the narrow networks (in this process only)."""
+    monkeypatch.setitem(registry.ARCHITECTURES, "wav2lip", (NarrowWav2Lip, Wav2LipConfig))
+    monkeypatch.setitem(registry.ARCHITECTURES, "quality_disc", (NarrowDisc, QualityDiscConfig))
+    monkeypatch.setitem(registry.ARCHITECTURES, "syncnet_color", (NarrowSyncNet, SyncNetColorConfig))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gendata")
+    talking_clips(root, n=4, n_frames=40, size=96)
+    return root
+
+
+@pytest.fixture
+def expert(tmp_path, narrow):
+    """A (random) narrow expert checkpoint: enough to exercise the sync term."""
+    torch.manual_seed(0)
+    return checkpoints.save(tmp_path / "expert.safetensors", NarrowSyncNet())
+
+
+def metrics(out) -> dict[tuple[int, str], float]:
+    with open(out / "metrics.csv") as f:
+        return {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(f)}
+
+
+BASE = ["--cpu", "--val-samples", "4", "--batch-size", "4"]
+
+
+def test_generator_learns_with_expert_and_gan(data, expert, tmp_path, narrow):
+    out = tmp_path / "run"
+    assert main(["--data", str(data), "--out", str(out), *BASE, "--expert", str(expert), "--steps", "30",
+                 "--lr", "2e-3", "--sync-threshold", "5", "--eval-every", "30", "--save-every", "30",
+                 "--sample-every", "30", "--log-every", "10"]) == 0
+    m = metrics(out)
+    print(f"val L1 {m[(0, 'val/l1')]:.3f} -> {m[(30, 'val/l1')]:.3f}, PSNR {m[(0, 'val/psnr')]:.1f} -> "
+          f"{m[(30, 'val/psnr')]:.1f} dB, train L1 {m[(10, 'train/l1')]:.3f} -> {m[(30, 'train/l1')]:.3f}")
+    assert m[(30, "val/l1")] < 0.6 * m[(0, "val/l1")] and m[(30, "val/psnr")] > m[(0, "val/psnr")] + 3
+    assert m[(30, "train/l1")] < 0.6 * m[(10, "train/l1")]
+    assert m[(0, "sync_wt")] == pytest.approx(0.03)  # eval sync loss < threshold at step 0: switched on
+    assert all((30, f"train/{k}") in m for k in ("sync", "adv", "disc", "loss")) and (30, "val/ssim") in m
+    loaded = checkpoints.load(out / "generator.safetensors", kind=("wav2lip", "marlin_lip"))
+    assert isinstance(loaded.model, NarrowWav2Lip) and loaded.meta["steps"] == 30
+    assert loaded.meta["audio_convention"] == "inference" and loaded.meta["expert"] == str(expert)
+    checkpoints.load(out / "disc.safetensors", kind="quality_disc")
+    grid = np.asarray(Image.open(out / "samples" / "step_0000030.png"))
+    assert grid.shape == (4 * 96, 5 * 96, 3)  # reference / masked / generated / truth, 5 frames
+    with av.open(str(out / "samples" / "step_0000030.mp4")) as v:
+        assert v.streams.video[0].width == 192 and len(v.streams.audio) == 1
+
+
+def test_sync_loss_waits_for_the_threshold(data, expert, tmp_path, narrow):
+    out = tmp_path / "wait"
+    assert main(["--data", str(data), "--out", str(out), *BASE, "--expert", str(expert), "--steps", "2",
+                 "--sync-threshold", "0.01", "--disc-wt", "0", "--eval-every", "1", "--sample-every", "0",
+                 "--log-every", "1"]) == 0
+    m = metrics(out)
+    assert m[(0, "sync_wt")] == 0 and m[(2, "sync_wt")] == 0 and (2, "train/sync") in m
+    assert m[(2, "train/loss")] == pytest.approx(m[(2, "train/l1")], rel=1e-6)  # L1 only
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_reproduces_uninterrupted_run(data, expert, tmp_path, monkeypatch, narrow):
+    args = ["--data", str(data), *BASE, "--expert", str(expert), "--sync-from-start", "--steps", "5",
+            "--lr", "1e-3", "--save-every", "2", "--log-every", "1", "--eval-every", "100",
+            "--sample-every", "0"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    import lipsync.training.generator_loop as loop
+
+    real = loop.make_loader
+
+    def dying(*a, **k):
+        def batches():
+            for i, batch in enumerate(real(*a, **k)):
+                if i == 3:  # killed while computing step 4, after the checkpoint of step 2
+                    raise Interrupt
+                yield batch
+        return batches()
+
+    monkeypatch.setattr(loop, "make_loader", dying)
+    with pytest.raises(Interrupt):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(loop, "make_loader", real)
+    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    for step in range(1, 6):
+        for name in ("train/l1", "train/sync", "train/adv", "train/disc"):
+            assert cut[(step, name)] == full[(step, name)], (step, name)
+    a, b = (checkpoints.load(tmp_path / d / "generator.safetensors").model for d in ("full", "cut"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_fine_tune_new_speaker_from_init(data, tmp_path, narrow):
+    base = checkpoints.save(tmp_path / "base.safetensors", NarrowWav2Lip())
+    speaker = tmp_path / "speaker"
+    talking_clips(speaker, n=2, n_frames=40, size=96, seed=9)  # one person, two takes
+    for cid in ("talk0", "talk1"):
+        meta = speaker / cid / "meta.json"
+        meta.write_text(meta.read_text().replace('"person', '"speaker'))
+    out = tmp_path / "ft"
+    assert main(["--data", str(speaker), "--out", str(out), "--init", str(base), *BASE, "--steps", "3",
+                 "--disc-wt", "0", "--sample-every", "0"]) == 0
+    tuned = checkpoints.load(out / "generator.safetensors")
+    assert tuned.meta["init"] == str(base) and isinstance(tuned.model, NarrowWav2Lip)
+    before = checkpoints.load(base).model.state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in tuned.model.state_dict().items())
+
+
+def test_nonfinite_loss_stops_keeping_last_checkpoint(data, tmp_path, capsys, narrow):
+    out = tmp_path / "nan"
+    code = cli(["--data", str(data), "--out", str(out), *BASE, "--steps", "20", "--lr", "1e30",
+                "--disc-wt", "0", "--save-every", "1", "--sample-every", "0", "--eval-every", "100"])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite loss at step" in err and str(out / "state.pt") in err
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == int(err.split("non-finite loss at step ")[1].split()[0])
+    weights = state["models"]["generator"].values()
+    assert all(torch.isfinite(v).all() for v in weights if v.is_floating_point())
+
+
+def test_release_size_wav2lip_one_step(data, tmp_path):
+    out = tmp_path / "big"
+    assert main(["--data", str(data), "--out", str(out), "--cpu", "--val-samples", "1", "--batch-size", "1",
+                 "--steps", "1", "--disc-wt", "0", "--sample-every", "0"]) == 0
+    assert type(checkpoints.load(out / "generator.safetensors").model) is Wav2Lip
+
+
+def test_marlin_generator_two_processes_through_accelerate_launch(data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "lipsync.train", "--data", str(data), "--out", str(out), "--cpu",
+           "--model", "marlin_lip_tiny", "--set", "img_size=48", "--set", "encoder_init=random",
+           "--disc-wt", "0",
+           "--steps", "2", "--batch-size", "1", "--val-samples", "1", "--save-every", "2", "--log-every", "1",
+           "--sample-every", "2"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert (2, "train/l1") in metrics(out)
+    loaded = checkpoints.load(out / "generator.safetensors", kind="marlin_lip")
+    assert loaded.model.img_size == 48 and loaded.meta["frames_per_sample"] == 16
+    assert (out / "samples" / "step_0000002.png").exists()
+
+
+def test_bad_input_gives_one_line_error(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["--data", str(data), "--out", str(tmp_path / "o"), "--sync-wt", "0.5", "--disc-wt", "0.6"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: need --sync-wt")
+    with pytest.raises(SystemExit):
+        cli(["--data", str(data), "--out", str(tmp_path / "o"), "--expert", str(tmp_path / "none.pth")])
+    assert "--expert" in capsys.readouterr().err
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert cli(["--data", str(data), "--out", str(tmp_path / "o"), "--init", str(bad), "--cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint") and "bad.pth" in err[0]
