@@ -56,7 +56,16 @@ class LipSync:
         self.precision = precision
         self.meta = dict(meta or {})
         self.checkpoint = checkpoint
-        self.runner = GeneratorRunner(model, self.device, precision)
+        self.model = model
+        self._runner: GeneratorRunner | None = None
+
+    @property
+    def runner(self) -> GeneratorRunner:
+        """The prepared generator (built on first use: BatchNorm folding and the precision trial
+        of ``precision="auto"`` cost a few forward passes, not worth paying for a bad input)."""
+        if self._runner is None:
+            self._runner = GeneratorRunner(self.model, self.device, self.precision)
+        return self._runner
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str = "auto",

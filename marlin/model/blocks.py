@@ -19,6 +19,8 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # a device type autocast does not know (e.g. "meta"): never autocast
+        return False
 
 
 def add_linear(residual: Tensor, x: Tensor, linear: nn.Linear) -> Tensor:
