@@ -108,6 +108,17 @@ def test_options_validate_and_parse():
     assert DubOptions().replace(face="index:1", pads=[1, 2, 3, 4]).pads == (1, 2, 3, 4)
 
 
+def test_face_options_reach_the_tracker():
+    from lipsync.inference.faces import track_config
+
+    assert track_config(DubOptions()).target == "largest"
+    assert track_config(DubOptions(face=FaceSelect.parse("index:1"))).target == 1
+    opts = DubOptions(face=FaceSelect.parse("point:100,50"), resize=2, smooth_window=4, max_gap=2)
+    cfg = track_config(opts)
+    assert cfg.target == (50, 25)  # detection runs on frames shrunk by --resize
+    assert cfg.box_window == 5 and cfg.max_gap == 2  # the tracker needs odd windows
+
+
 def test_device_auto_and_unavailable():
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
