@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-seconds", type=float, default=300.0, help="long input for the memory run")
     p.add_argument("--memory-size", default="720", help="input height for the memory runs")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each fps configuration this many times (alternating) and keep the fastest: "
+                        "wall times on a shared machine are noisy")
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-naive", action="store_true")
@@ -326,11 +329,16 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(","):
             video = make_video(d / f"in_{size}.mp4", SIZES[size], args.seconds)
             for model, ckpt in ckpts.items():
-                for mode in ("engine",) if args.skip_naive else ("engine", "naive"):
+                modes = ("engine",) if args.skip_naive else ("engine", "naive")
+                for _ in range(max(1, args.repeat)):
+                    for mode in modes:
+                        key = f"{size}p {model} {mode}"
+                        r = run_one(mode, video, ckpt, d / "out.mp4", args.batch_size, args.device)
+                        if key not in results or r["fps"] > results[key]["fps"]:
+                            results[key] = r
+                for mode in modes:
                     key = f"{size}p {model} {mode}"
-                    r = run_one(mode, video, ckpt, d / "out.mp4", args.batch_size, args.device)
-                    results[key] = r
-                    print(_row(key, r), flush=True)
+                    print(_row(key, results[key]), flush=True)
                 if not args.skip_naive:
                     e, n = results[f"{size}p {model} engine"], results[f"{size}p {model} naive"]
                     print(f"{'':<28} engine / naive throughput: {e['fps'] / n['fps']:.2f}x", flush=True)

@@ -154,14 +154,14 @@ def find_sources(input: str | Path, root: str | Path | None = None
         if not sources and not missing:
             raise DataError(f"{input}: the file list names no videos")
         return sources, missing
-    sources = []
+    sources, frame_dirs = [], set()
     for path in sorted(input.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(input).parts):
             continue
         if path.is_dir() and _is_frame_dir(path):
             sources.append(_source(path, input, "frames", manifests))
-        elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and not any(
-                s.kind == "frames" and path.is_relative_to(s.path) for s in sources):
+            frame_dirs.add(path)
+        elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and frame_dirs.isdisjoint(path.parents):
             sources.append(_source(path, input, "video", manifests))
     if not sources:
         raise DataError(f"{input}: no videos ({', '.join(VIDEO_SUFFIXES)}) and no Wav2Lip frame folders")
@@ -181,21 +181,6 @@ def _detector(backend: str):
     return _DETECTOR
 
 
-def _runs(found: list[bool], min_frames: int, max_frames: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` of runs of True at least ``min_frames`` long, split at ``max_frames``."""
-    runs, start = [], None
-    for i, f in enumerate([*found, False]):
-        if f and start is None:
-            start = i
-        elif not f and start is not None:
-            for lo in range(start, i, max_frames):
-                hi = min(i, lo + max_frames)
-                if hi - lo >= min_frames:
-                    runs.append((lo, hi))
-            start = None
-    return runs
-
-
 def _clip_arrays(crops: list[np.ndarray], landmarks: list[np.ndarray | None], cfg: PreprocessConfig
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     from marlin.face import region_labels
@@ -208,25 +193,49 @@ def _clip_arrays(crops: list[np.ndarray], landmarks: list[np.ndarray | None], cf
     return frames, lms, regions
 
 
-def _write_runs(src: Source, out: Path, cfg: PreprocessConfig, crops: list, landmarks: list, boxes: list,
-                found: list[bool], wav: np.ndarray, extra: dict[str, Any]) -> list[str]:
-    usable = min(len(found), len(wav) // SAMPLES_PER_FRAME)  # frames with audio under them
-    runs = _runs(found[:usable], cfg.min_frames, cfg.max_frames)
-    if not runs:
-        flags = "".join("1" if f else "0" for f in found[:usable])
-        longest = max((len(r) for r in flags.split("0")), default=0)
-        raise _Skip("too short", f"longest run of frames with a face and audio is {longest} frames "
-                                 f"({longest / FPS:.2f} s), need {cfg.min_frames}")
-    written = []
-    for k, (lo, hi) in enumerate(runs):
-        clip_id = src.clip_id if k == 0 else f"{src.clip_id}__{k}"
-        frames, lms, regions = _clip_arrays(crops[lo:hi], landmarks[lo:hi], cfg)
-        meta = {"fps": FPS, "source": str(src.path), "identity": src.identity, "start_frame": lo,
-                "crop": "wav2lip_crop", "pads": list(cfg.pads), **extra}
-        write_clip(out, clip_id, frames, regions=regions, landmarks=lms, boxes=np.stack(boxes[lo:hi]),
-                   audio=wav[lo * SAMPLES_PER_FRAME:hi * SAMPLES_PER_FRAME], meta=meta)
-        written.append(clip_id)
-    return written
+class _RunWriter:
+    """Collects consecutive frames with a face (and audio under them) and writes every run of at
+    least ``min_frames`` as a clip as soon as it ends, so memory holds one run at most."""
+
+    def __init__(self, src: Source, out: Path, cfg: PreprocessConfig, wav: np.ndarray, extra: dict[str, Any]):
+        self.src, self.out, self.cfg, self.wav, self.extra = src, out, cfg, wav, extra
+        self.usable = len(wav) // SAMPLES_PER_FRAME  # frames with audio under them
+        self.start, self.items, self.written, self.longest = 0, [], [], 0
+
+    def add(self, index: int, crop: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray) -> None:
+        if index >= self.usable:
+            self.flush()
+            return
+        if self.items and self.start + len(self.items) != index:
+            self.flush()
+        if not self.items:
+            self.start = index
+        self.items.append((crop, landmarks, box))
+        if len(self.items) == self.cfg.max_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        """End the current run (write it when long enough)."""
+        n, lo = len(self.items), self.start
+        self.longest = max(self.longest, n)
+        if n >= self.cfg.min_frames:
+            k = len(self.written)
+            clip_id = self.src.clip_id if k == 0 else f"{self.src.clip_id}__{k}"
+            crops, lms, boxes = zip(*self.items)
+            frames, lms, regions = _clip_arrays(list(crops), list(lms), self.cfg)
+            meta = {"fps": FPS, "source": str(self.src.path), "identity": self.src.identity,
+                    "start_frame": lo, "crop": "wav2lip_crop", "pads": list(self.cfg.pads), **self.extra}
+            write_clip(self.out, clip_id, frames, regions=regions, landmarks=lms, boxes=np.stack(boxes),
+                       audio=self.wav[lo * SAMPLES_PER_FRAME:(lo + n) * SAMPLES_PER_FRAME], meta=meta)
+            self.written.append(clip_id)
+        self.items = []
+
+    def finish(self) -> list[str]:
+        self.flush()
+        if not self.written:
+            raise _Skip("too short", f"longest run of frames with a face and audio is {self.longest} frames "
+                                     f"({self.longest / FPS:.2f} s), need {self.cfg.min_frames}")
+        return self.written
 
 
 def _load_wav(path: Path) -> np.ndarray:
@@ -252,29 +261,32 @@ def _process_video(src: Source, out: Path, cfg: PreprocessConfig) -> list[str]:
     if not info.has_audio:
         raise _Skip("no audio", f"{src.path}: the video has no audio stream")
     wav = _load_wav(src.path)
-    crops, landmarks, boxes, found = [], [], [], []
+    writer = _RunWriter(src, out, cfg, wav, {"source_fps": str(info.fps), "width": info.width,
+                                             "height": info.height})
+    seen = faces = 0
     try:
         for frame, tr in track_video(src.path, fps=FPS, detector=_detector(cfg.backend),
                                      config=TrackConfig(box_window=cfg.smooth_window)):
-            crop = None
+            seen += 1
+            crop = cmap = None
             if tr.found:
                 try:
                     crop, cmap = wav2lip_crop(frame.image, tr.box, cfg.pads, cfg.size)
                 except ValueError:  # the box left the frame
                     crop = None
-            found.append(crop is not None)
-            crops.append(crop)
-            boxes.append(np.asarray(tr.box, np.float32) if crop is not None else None)
-            landmarks.append(cmap.to_crop(tr.landmarks).astype(np.float32)
-                             if crop is not None and tr.landmarks is not None else None)
+            if crop is None:
+                writer.flush()
+                continue
+            faces += 1
+            lm = None if tr.landmarks is None else cmap.to_crop(tr.landmarks).astype(np.float32)
+            writer.add(frame.index, crop, lm, np.asarray(tr.box, np.float32))
     except VideoError as e:
         raise _Skip("unreadable", str(e)) from e
-    if not found:
+    if not seen:
         raise _Skip("unreadable", f"{src.path}: no frames decoded")
-    if not any(found):
-        raise _Skip("no face", f"{src.path}: no face found in {len(found)} frames")
-    return _write_runs(src, out, cfg, crops, landmarks, boxes, found, wav,
-                       {"source_fps": str(info.fps), "width": info.width, "height": info.height})
+    if not faces:
+        raise _Skip("no face", f"{src.path}: no face found in {seen} frames")
+    return writer.finish()
 
 
 def _frame_number(path: Path) -> int | None:
@@ -294,23 +306,24 @@ def _process_frames(src: Source, out: Path, cfg: PreprocessConfig) -> list[str]:
         raise _Skip("unreadable", f"{src.path}: no numbered frame images")
     wav = _load_wav(src.path / "audio.wav")
     det = _detector(cfg.backend)
-    n = max(numbered) + 1
-    crops, landmarks, boxes, found = [None] * n, [None] * n, [None] * n, [False] * n
-    for i, path in numbered.items():
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    writer = _RunWriter(src, out, cfg, wav, {"layout": "wav2lip"})
+    read = 0
+    for i in sorted(numbered):
+        bgr = cv2.imread(str(numbered[i]), cv2.IMREAD_COLOR)
         if bgr is None:
+            writer.flush()
             continue
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
-        crops[i] = cv2.resize(rgb, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA if w > cfg.size
-                              else cv2.INTER_CUBIC)
+        interp = cv2.INTER_AREA if w > cfg.size else cv2.INTER_CUBIC
         lm = det.landmarks(rgb, (0.0, 0.0, float(w), float(h)))
         scale = np.float32([cfg.size / w, cfg.size / h])
-        landmarks[i] = None if lm is None else (lm * scale).astype(np.float32)
-        boxes[i], found[i] = np.float32([0, 0, w, h]), True
-    if not any(found):
+        writer.add(i, cv2.resize(rgb, (cfg.size, cfg.size), interpolation=interp),
+                   None if lm is None else (lm * scale).astype(np.float32), np.float32([0, 0, w, h]))
+        read += 1
+    if not read:
         raise _Skip("unreadable", f"{src.path}: no frame image could be read")
-    return _write_runs(src, out, cfg, crops, landmarks, boxes, found, wav, {"layout": "wav2lip"})
+    return writer.finish()
 
 
 def _stamp(src: Source, cfg: PreprocessConfig) -> dict[str, Any]:
@@ -430,8 +443,14 @@ def preprocess(input: str | Path, output: str | Path, config: PreprocessConfig |
     return report
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lipsync.preprocess", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="python -m lipsync.preprocess", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = PreprocessConfig()
     p.add_argument("--input", type=Path, required=True,

@@ -14,6 +14,15 @@ from marlin.data import DataError, write_clip
 SR, FPS = 16000, 25
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def envelope(n_frames: int, seed: int) -> np.ndarray:
     """A syllable-like opening in [0, 1] per 1/16000 s: rectified sine at 2.5-4 Hz, random phase."""
     rng = np.random.default_rng(seed)

@@ -24,6 +24,15 @@ from lipsync.models.blocks import ConvUnit, audio_encoder
 from lipsync.train_syncnet import cli, main
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class NarrowSyncNet(SyncNetColor):
     """``SyncNetColor`` at 1/8 width with one residual unit per stage (same inputs and outputs)."""
 
@@ -60,18 +69,18 @@ BASE = ["--cpu", "--max-offset", "15", "--min-offset", "4", "--val-samples", "16
 
 def test_expert_learns_and_saves_loadable_weights(data, tmp_path, narrow):
     out = tmp_path / "run"
-    assert main(["--data", str(data), "--out", str(out), *BASE, "--steps", "40", "--batch-size", "8",
-                 "--lr", "3e-3", "--eval-every", "40", "--save-every", "40", "--log-every", "10"]) == 0
+    assert main(["--data", str(data), "--out", str(out), *BASE, "--steps", "80", "--batch-size", "8",
+                 "--lr", "3e-3", "--eval-every", "80", "--save-every", "80", "--log-every", "20"]) == 0
     m = metrics(out)
-    first, last = m[(10, "train/loss")], m[(40, "train/loss")]  # means over steps 1-10 and 31-40
-    print(f"train BCE {first:.3f} -> {last:.3f}; val {m[(0, 'val/loss')]:.3f} -> {m[(40, 'val/loss')]:.3f}")
-    assert last < first - 0.1
-    assert (40, "val/accuracy") in m and (40, "samples_per_s") in m
+    first, last = m[(20, "train/loss")], m[(80, "train/loss")]  # means over steps 1-20 and 61-80
+    print(f"train BCE {first:.3f} -> {last:.3f}; val {m[(0, 'val/loss')]:.3f} -> {m[(80, 'val/loss')]:.3f}")
+    assert last < first - 0.15 and m[(80, "val/loss")] < m[(0, "val/loss")]
+    assert (80, "val/accuracy") in m and (80, "samples_per_s") in m
     loaded = checkpoints.load(out / "expert.safetensors")
-    assert isinstance(loaded.model, NarrowSyncNet) and loaded.meta["steps"] == 40
+    assert isinstance(loaded.model, NarrowSyncNet) and loaded.meta["steps"] == 80
     assert loaded.meta["audio_convention"] == "inference" and loaded.meta["colour"] == "rgb"
     assert loaded.meta["trained_on"] == str(data) and "val_loss" in loaded.meta
-    assert torch.load(out / "state.pt", weights_only=True)["step"] == 40
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 80
     assert any((out / "tb").iterdir())
 
 
