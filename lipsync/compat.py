@@ -12,8 +12,9 @@ unconditionally.
 fails in this exact way does it define the two missing operator schemas (with a
 pure-torch greedy NMS behind ``torch.ops.torchvision.nms``, so the schemas are
 honest) and import again.  torchvision's own compiled detection ops stay
-unavailable (``torchvision.ops.nms`` still says so); the model zoo works.  Nothing in site-packages is modified, and a healthy
-installation is never touched.
+unavailable (``torchvision.ops.nms`` still says so); the model zoo works.
+Nothing in site-packages is modified, and a healthy installation is never
+touched.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def import_torchvision() -> ModuleType:
     except RuntimeError as e:
         if "torchvision::" not in str(e) or "does not exist" not in str(e):
             raise
-        log.info("torchvision's compiled ops do not match torch %s; defining them in Python", torch.__version__)
+        log.info("torchvision's compiled ops do not match torch %s; defining them in Python",
+                 torch.__version__)
         _forget_torchvision()
         _install_shim()
         return importlib.import_module("torchvision")

@@ -32,7 +32,8 @@ def test_shim_only_when_needed():
     plain_ok = plain.returncode == 0
     if not plain_ok:
         assert "does not exist" in plain.stderr
-    out = _run("from lipsync.compat import import_torchvision, shim_active\nimport_torchvision()\nprint(shim_active())")
+    out = _run("from lipsync.compat import import_torchvision, shim_active\n"
+               "import_torchvision()\nprint(shim_active())")
     assert out.strip() == str(not plain_ok)
 
 
