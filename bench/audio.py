@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import audio  # noqa: E402
+from marlin.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "marlin-lipsync-bench"
 
@@ -159,7 +160,7 @@ def decode_memory(path: Path) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="audio length for the feature timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     parser.add_argument("--batch", type=int, default=8, help="batch size of the batched torch row")

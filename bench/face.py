@@ -21,9 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
-import cv2
-import numpy as np
+if __name__ == "__main__" and not __package__:  # run as a file: bench/marlin.py would shadow marlin
+    import sys
+
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from marlin.cli import HelpFormatter  # noqa: E402
 
 
 def face_clip(path: Path, height: int, n: int) -> Path:
@@ -80,7 +87,7 @@ def run(path: Path, detect_size: int, mesh_mode: str, detect_every: int) -> dict
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.face", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--heights", type=int, nargs="+", default=[720, 1080], help="frame heights to test (16:9)")
     p.add_argument("--frames", type=int, default=100, help="frames per clip")
     p.add_argument("--detect-size", type=int, default=640, help="longer side the detector sees (0: full)")

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from marlin import Marlin, available_models, get_config  # noqa: E402
+from marlin.cli import HelpFormatter  # noqa: E402
 from marlin.config import MarlinConfig  # noqa: E402
 from marlin.model.release import build_release, release_available  # noqa: E402
 
@@ -110,7 +111,7 @@ def bench_variant(name: str, args: argparse.Namespace, device: torch.device) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--variants", nargs="+", default=["vit_small", "vit_base"], choices=available_models())
     p.add_argument("--batch", type=int, default=2, help="clips per forward pass")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per implementation (best is shown)")

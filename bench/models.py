@@ -35,13 +35,14 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lipsync.models import GENERATORS, MODELS, create_model, prepare_for_inference  # noqa: E402
+from marlin.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_MODELS = ["wav2lip", "marlin_lip_tiny", "marlin_lip_base"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     choices = [n for n, spec in MODELS.items() if spec.architecture in GENERATORS]
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=choices)
     parser.add_argument("--sizes", nargs="+", type=int, default=[96, 192, 256])

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from lipsync.data.sync_measure import measure_openings, mouth_region_error, sync_correlation  # noqa: E402
 from lipsync.data.synthetic import mouth_for_audio, opening, read_sidecar, render_face  # noqa: E402
 from lipsync.data.synthetic.clip import write_video  # noqa: E402
+from marlin.cli import HelpFormatter  # noqa: E402
 
 
 def read_video(path: Path, fps: float, n: int, size: tuple[int, int]) -> np.ndarray:
@@ -143,7 +144,7 @@ def default_source(video: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("video", type=Path, nargs="?", help="dubbed video")
     p.add_argument(
         "audio", type=Path, nargs="?", help="the audio it was dubbed with (a synthetic clip's .mp4 / .json)"

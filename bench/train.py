@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lipsync.data.datasets import LipSyncDataset, SyncDataset  # noqa: E402
 from lipsync.training import GeneratorTrainConfig, SyncTrainConfig, train_generator, train_syncnet  # noqa: E402
+from marlin.cli import HelpFormatter  # noqa: E402
 from marlin.data import write_clip  # noqa: E402
 from marlin.training import ResumableBatchSampler, make_loader  # noqa: E402
 
@@ -89,7 +90,7 @@ def bench_loader(data: Path, n_frames: int, size: int, batch: int, workers: int,
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--scales", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     p.add_argument("--steps", type=int, default=3, help="timed steps per trainer (after one warm-up step)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

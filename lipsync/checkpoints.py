@@ -18,11 +18,9 @@ truncated or foreign file, the wrong kind of model, mismatched shapes) raises
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +31,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
+
+from marlin.checkpoint import strip_prefixes
+from marlin.training import atomic_write
 
 from .models.registry import ARCHITECTURES, architecture_of, model_from_config
 
@@ -128,20 +129,7 @@ def save(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any] | No
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     data = safetensors_bytes(tensors, metadata=metadata)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))
 
 
 # ----- reading --------------------------------------------------------------------------------
@@ -174,17 +162,7 @@ def _read_pickle(path: Path) -> Any:
 
 
 def _strip(state: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in state.items():
-        key = str(key)
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
-    return out
+    return strip_prefixes({str(key): value for key, value in state.items()}, _PREFIXES)
 
 
 def detect_release(state: Mapping[str, Any]) -> tuple[str, str | None] | None:

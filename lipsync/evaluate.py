@@ -20,6 +20,7 @@ from pathlib import Path
 from lipsync.metrics import clips, report
 from lipsync.metrics.evaluator import PAIR_METRICS, DeviceError, Evaluator
 from lipsync.metrics.weights import MissingWeights, weights_dir
+from marlin.cli import HelpFormatter
 
 log = logging.getLogger("lipsync.evaluate")
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lipsync.evaluate",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--videos",

@@ -28,6 +28,7 @@ from lipsync.inference.options import (  # noqa: E402 - after the environment ab
     DubOptions,
     FaceSelect,
 )
+from marlin.cli import HelpFormatter  # noqa: E402
 
 log = logging.getLogger("lipsync.infer")
 
@@ -55,7 +56,7 @@ def _face(text: str) -> FaceSelect:
 def build_parser() -> argparse.ArgumentParser:
     d = DubOptions()
     p = argparse.ArgumentParser(
-        prog="python -m lipsync.infer", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m lipsync.infer", formatter_class=HelpFormatter,
         description="Lip-sync a video (or a still image) to new speech. Output: mp4 (h264 + aac) with the "
                     "video's size and frame rate and the audio's duration.")
     io = p.add_argument_group("input and output")

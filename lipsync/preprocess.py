@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from marlin.cli import HelpFormatter
 from marlin.data import VIDEO_SUFFIXES, DataError, list_clips, write_clip
 from marlin.training import atomic_write
 
@@ -451,7 +452,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lipsync.preprocess", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     d = PreprocessConfig()
     p.add_argument("--input", type=Path, required=True,
                    help="folder of videos (LRS2 or Wav2Lip layouts too), one video, or a file list")

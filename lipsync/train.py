@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 
 from lipsync.models import GENERATORS, MODELS
+from marlin.cli import HelpFormatter
 from marlin.data import DataError
 from marlin.training import add_run_args, run_cli
 
-from .training.common import OneLineParser, parse_overrides
+from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides
 from .training.generator_loop import GeneratorTrainConfig, train_generator
 
 __all__ = ["build_parser", "main", "cli"]
@@ -29,7 +30,7 @@ __all__ = ["build_parser", "main", "cli"]
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m lipsync.train", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="preprocessed data folder (lipsync.preprocess)")
     p.add_argument("--model", default="wav2lip",
                    choices=[k for k, s in MODELS.items() if s.architecture in GENERATORS],
@@ -56,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-from-start", action=argparse.BooleanOptionalAction, default=False,
                    help="use the sync loss from step 0 (e.g. when fine-tuning a synced generator)")
     p.add_argument("--disc-wt", type=float, default=0.07, help="weight of the GAN loss (0: no discriminator)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
-    p.add_argument("--val-samples", type=int, default=64, help="fixed val samples per evaluation")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    add_eval_args(p, val_samples=64)
     p.add_argument("--sample-every", type=int, default=500,
                    help="steps between sample grids/videos (0: never)")
     p.add_argument("--sample-video", action=argparse.BooleanOptionalAction, default=True,
@@ -70,12 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    for name in ("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    for name in ("data", "init", "marlin_checkpoint", "expert", "disc_init"):
-        if getattr(a, name) is not None and not getattr(a, name).exists():
-            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
+    check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
+               existing=("data", "init", "marlin_checkpoint", "expert", "disc_init"))
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(

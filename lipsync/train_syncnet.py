@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from lipsync.models import MODELS
+from marlin.cli import HelpFormatter
 from marlin.data import DataError
 from marlin.training import add_run_args, run_cli
 
-from .training.common import OneLineParser, parse_overrides
+from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides
 from .training.syncnet_loop import EXPERTS, SyncTrainConfig, train_syncnet
 
 __all__ = ["build_parser", "main", "cli"]
@@ -28,7 +29,7 @@ __all__ = ["build_parser", "main", "cli"]
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m lipsync.train_syncnet", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="preprocessed data folder (lipsync.preprocess)")
     p.add_argument("--model", default="syncnet_color",
                    choices=[k for k, s in MODELS.items() if s.architecture in EXPERTS], help="expert size")
@@ -40,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--max-offset", type=int, default=50, help="largest negative audio shift, frames (2 s)")
     p.add_argument("--min-offset", type=int, default=5, help="smallest negative audio shift, frames")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
-    p.add_argument("--val-samples", type=int, default=256, help="fixed val samples per evaluation")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    add_eval_args(p, val_samples=256)
     add_run_args(p, steps=20000, batch_size=64, save_every=500, log_every=10)
     return p
 
@@ -50,13 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    for name in ("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples", "max_offset",
-                 "min_offset"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    for name in ("data", "init", "marlin_checkpoint"):
-        if getattr(a, name) is not None and not getattr(a, name).exists():
-            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
+    check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples",
+                               "max_offset", "min_offset"),
+               existing=("data", "init", "marlin_checkpoint"))
     cfg = SyncTrainConfig(
         data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, steps=a.steps, batch_size=a.batch_size, lr=a.lr,

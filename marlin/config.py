@@ -9,14 +9,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["MarlinConfig", "available_models", "get_config", "MODEL_CONFIGS"]
+__all__ = ["JsonConfig", "MarlinConfig", "available_models", "get_config", "MODEL_CONFIGS"]
+
+
+class JsonConfig:
+    """JSON (de)serialisation for frozen config dataclasses (``MarlinConfig``, the lip-sync
+    model configs): checkpoints store :meth:`to_json` and rebuild with :meth:`from_json`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuild from :meth:`to_dict` output (JSON lists become tuples where a field is a
+        tuple); unknown keys raise ``ValueError``."""
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid: {sorted(names)}")
+        values = {}
+        for key, value in data.items():
+            if isinstance(value, list) and "tuple" in str(hints.get(key, "")):
+                value = tuple(value)
+            values[key] = value
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
 
 
 @dataclass(frozen=True)
-class MarlinConfig:
+class MarlinConfig(JsonConfig):
     """Every number that defines a MARLIN encoder/decoder pair.
 
     Token grid: ``(n_frames // tubelet_size, img_size // patch_size, img_size // patch_size)``,
@@ -89,25 +121,6 @@ class MarlinConfig:
     def replace(self, **changes: Any) -> MarlinConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MarlinConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown MarlinConfig fields {unknown}; valid: {sorted(names)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> MarlinConfig:
-        return cls.from_dict(json.loads(text))
 
 
 def _released(name: str, enc: tuple[int, int, int], dec: tuple[int, int, int]) -> MarlinConfig:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_marlin
+from .cli import HelpFormatter
 from .features import REDUCTIONS, VideoFeatures, extract_video
 
 log = logging.getLogger("marlin.extract")
@@ -26,7 +27,7 @@ log = logging.getLogger("marlin.extract")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m marlin.extract", description="Extract MARLIN features from a video.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--video", required=True, help="input video (any container FFmpeg reads) or image")
     parser.add_argument("--checkpoint", required=True,
                         help="MARLIN weights: released .encoder.pt/.full.pt, Lightning .ckpt, or safetensors")

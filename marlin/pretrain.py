@@ -50,6 +50,8 @@ from marlin.training import (
     warmup_cosine,
 )
 
+from .cli import HelpFormatter
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PatchCritic", "masked_targets", "critic_loss", "gradient_penalty", "sample_grid", "main"]
@@ -121,7 +123,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m marlin.pretrain", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True,
                    help="preprocessed clip folder or folder of face videos")
     p.add_argument("--variant", choices=available_models(), default="vit_tiny", help="model size")

@@ -37,6 +37,8 @@ from torch import Tensor, nn
 from marlin.config import available_models
 from marlin.training import TrainingError, atomic_torch_save, atomic_write, run_cli, seed_everything
 
+from .cli import HelpFormatter
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LabelTable", "read_labels", "split_indices", "roc_auc", "evaluate", "main"]
@@ -315,7 +317,7 @@ def finetuned_logits(net: nn.Module, windows: list[np.ndarray], device: torch.de
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m marlin.probe", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--csv", type=Path, required=True, help="label CSV: path + label(s) [+ split]")
     p.add_argument("--out", type=Path, required=True, help="output folder (report.json, predictions.csv)")
     src = p.add_mutually_exclusive_group(required=True)

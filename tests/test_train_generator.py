@@ -17,6 +17,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers_train import Interrupt, dying_loader, one_thread_fixture
 from PIL import Image
 from test_datasets import talking_clips
 from test_train_syncnet import NarrowSyncNet
@@ -35,14 +36,7 @@ from lipsync.models.blocks import ConvUnit, LeakyConvUnit, audio_encoder
 from lipsync.models.wav2lip import _stage, _up
 from lipsync.train import cli, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = one_thread_fixture()
 
 
 class NarrowWav2Lip(Wav2Lip):
@@ -139,10 +133,6 @@ def test_sync_loss_waits_for_the_threshold(data, expert, tmp_path, narrow):
     assert m[(2, "train/loss")] == pytest.approx(m[(2, "train/l1")], rel=1e-6)  # L1 only
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_reproduces_uninterrupted_run(data, expert, tmp_path, monkeypatch, narrow):
     args = ["--data", str(data), *BASE, "--expert", str(expert), "--sync-from-start", "--steps", "5",
             "--lr", "1e-3", "--save-every", "2", "--log-every", "1", "--eval-every", "100",
@@ -151,16 +141,8 @@ def test_resume_reproduces_uninterrupted_run(data, expert, tmp_path, monkeypatch
     import lipsync.training.generator_loop as loop
 
     real = loop.make_loader
-
-    def dying(*a, **k):
-        def batches():
-            for i, batch in enumerate(real(*a, **k)):
-                if i == 3:  # killed while computing step 4, after the checkpoint of step 2
-                    raise Interrupt
-                yield batch
-        return batches()
-
-    monkeypatch.setattr(loop, "make_loader", dying)
+    # killed while computing step 4, after the checkpoint of step 2
+    monkeypatch.setattr(loop, "make_loader", dying_loader(real, at=3))
     with pytest.raises(Interrupt):
         main([*args, "--out", str(tmp_path / "cut")])
     monkeypatch.setattr(loop, "make_loader", real)

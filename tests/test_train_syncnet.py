@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from helpers_train import Interrupt, dying_loader, one_thread_fixture
 from test_datasets import talking_clips
 from torch import nn
 
@@ -23,14 +24,7 @@ from lipsync.models import SyncNetColor, SyncNetColorConfig, registry
 from lipsync.models.blocks import ConvUnit, audio_encoder
 from lipsync.train_syncnet import cli, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = one_thread_fixture()
 
 
 class NarrowSyncNet(SyncNetColor):
@@ -84,10 +78,6 @@ def test_expert_learns_and_saves_loadable_weights(data, tmp_path, narrow):
     assert any((out / "tb").iterdir())
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, narrow):
     args = ["--data", str(data), *BASE, "--steps", "5", "--batch-size", "4", "--lr", "1e-3",
             "--save-every", "2", "--log-every", "1", "--eval-every", "100"]
@@ -95,16 +85,8 @@ def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, narrow
     import lipsync.training.syncnet_loop as loop
 
     real = loop.make_loader
-
-    def dying(*a, **k):
-        def batches():
-            for i, batch in enumerate(real(*a, **k)):
-                if i == 3:  # killed while computing step 4, after the checkpoint of step 2
-                    raise Interrupt
-                yield batch
-        return batches()
-
-    monkeypatch.setattr(loop, "make_loader", dying)
+    # killed while computing step 4, after the checkpoint of step 2
+    monkeypatch.setattr(loop, "make_loader", dying_loader(real, at=3))
     with pytest.raises(Interrupt):
         main([*args, "--out", str(tmp_path / "cut")])
     monkeypatch.setattr(loop, "make_loader", real)

@@ -11,6 +11,8 @@ import socket
 import sys
 from pathlib import Path
 
+from marlin.cli import HelpFormatter
+
 from ..inference.options import PRECISIONS
 from .config import DemoConfig, DemoError
 from .handlers import Demo
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m lipsync.demo``; defaults come from :class:`DemoConfig`."""
     d = DemoConfig()
     p = argparse.ArgumentParser(
-        prog="python -m lipsync.demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m lipsync.demo", formatter_class=HelpFormatter,
         description="Local Gradio app: dub a face video or photo with new speech, and look inside MARLIN. "
                     "Runs offline; open the printed URL in a browser.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

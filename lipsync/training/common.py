@@ -1,4 +1,5 @@
-"""Pieces both lip-sync trainers share: model building, config overrides, samples, BCE, CLI errors."""
+"""Pieces both lip-sync trainers share: model building, config overrides, datasets, loss logging,
+samples, BCE, CLI errors."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 import json
 import logging
 import sys
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,12 +20,16 @@ from torch import Tensor, nn
 
 from lipsync.checkpoints import CheckpointError, load
 from lipsync.models import MODELS, create_model
+from marlin.data import split_clips
 from marlin.training import TrainingError, atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OneLineParser", "parse_overrides", "build_model", "trainable", "bce", "lower_half", "save_png",
-           "image_rows", "write_sample_video", "run_meta"]
+__all__ = ["OneLineParser", "add_eval_args", "check_args", "parse_overrides", "build_model", "trainable",
+           "train_val_datasets", "IntervalMeans", "due", "bce", "lower_half", "save_png", "image_rows",
+           "write_sample_video", "run_meta"]
+
+D = TypeVar("D")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,6 +38,25 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def add_eval_args(p: argparse.ArgumentParser, *, val_samples: int) -> None:
+    """``--val-fraction``, ``--val-samples`` and ``--eval-every`` (both trainers)."""
+    p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
+    p.add_argument("--val-samples", type=int, default=val_samples, help="fixed val samples per evaluation")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace, positive: Sequence[str],
+               existing: Sequence[str]) -> None:
+    """``p.error`` (one line, exit 2) unless every ``positive`` option is >= 1 and every given
+    ``existing`` path exists; names are ``Namespace`` attributes (``eval_every`` -> ``--eval-every``)."""
+    for name in positive:
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    for name in existing:
+        if getattr(a, name) is not None and not getattr(a, name).exists():
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
 
 
 def _value(text: str) -> Any:
@@ -92,6 +117,63 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """Parameters that need gradients (a frozen MARLIN encoder's are left out)."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_val_datasets(make: Callable[..., D], data: Path, val_fraction: float) -> tuple[D, D]:
+    """The train and val datasets of ``data``: ``make(data, split="train", val_fraction=...)`` and
+    ``make(data, val_ids)``; without val clips the training set doubles as val (with a warning)."""
+    train_ds = make(data, split="train", val_fraction=val_fraction)
+    val_ids = split_clips(data, "val", val_fraction)
+    if not val_ids:
+        log.warning("%s: no val clips; evaluating on training clips", data)
+        return train_ds, train_ds
+    return train_ds, make(data, val_ids)
+
+
+class IntervalMeans:
+    """Sums of per-step losses since the last log line, and the samples/s over that interval.
+
+    ``extra`` is the ``extra`` dict of a resumed training state (its ``log_sums``/``log_count``
+    continue the interval exactly); :meth:`state` gives those entries back for saving.
+    """
+
+    def __init__(self, device: torch.device, extra: Mapping[str, Any] | None = None):
+        extra = extra or {}
+        self.sums: dict[str, Tensor] = {k: torch.tensor(v, device=device)
+                                        for k, v in extra.get("log_sums", {}).items()}
+        self.count = int(extra.get("log_count", 0))
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """Start timing the interval now (e.g. after the step-0 evaluation)."""
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def add(self, values: Mapping[str, Tensor], n_samples: int) -> None:
+        """Add one step's scalar tensors (summed detached, in fp32) and its sample count."""
+        self.count += 1
+        self.seen += n_samples
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+
+    def state(self) -> dict[str, Any]:
+        """``{"log_count": ..., "log_sums": {...}}`` for ``save_training_state(extra=...)``."""
+        return {"log_count": self.count, "log_sums": {k: float(v) for k, v in self.sums.items()}}
+
+    def flush(self, acc: Any, prefix: str = "") -> dict[str, float]:
+        """Means over the interval (averaged over processes, keys ``prefix + name``) and
+        ``samples_per_s``; starts a new interval."""
+        metrics = {prefix + k: acc.reduce((v / self.count).reshape(1), "mean").item()
+                   for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        now = time.perf_counter()
+        metrics["samples_per_s"] = self.seen * acc.num_processes / max(now - self.tick, 1e-9)
+        self.tick, self.seen = now, 0
+        return metrics
+
+
+def due(done: int, every: int, total: int) -> bool:
+    """Whether a periodic action (log, eval, save) runs after step ``done`` of ``total``."""
+    return done % every == 0 or done == total
 
 
 def bce(prob: Tensor, target: float | Tensor) -> Tensor:

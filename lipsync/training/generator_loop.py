@@ -20,8 +20,8 @@ audio as inference does it) every ``sample_every`` steps under ``OUT/samples/``.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,7 +31,6 @@ from lipsync.checkpoints import CheckpointError, load
 from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import LipSyncDataset, fixed_keys
 from lipsync.models import GENERATORS, MarlinSyncNet, QualityDisc, create_model
-from marlin.data import split_clips
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -47,7 +46,17 @@ from marlin.training import (
     sync_gradients,
 )
 
-from .common import bce, build_model, run_meta, save_png, trainable, write_sample_video
+from .common import (
+    IntervalMeans,
+    bce,
+    build_model,
+    due,
+    run_meta,
+    save_png,
+    train_val_datasets,
+    trainable,
+    write_sample_video,
+)
 from .generator_eval import disc_input, evaluate_generator, expert_similarity, render_clip, sample_grid
 
 log = logging.getLogger(__name__)
@@ -134,13 +143,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     frames = gen.frames_per_window if gen.frames_per_window > 1 else 5
     expert = _load_expert(cfg, frames, acc.device)
     disc = _load_disc(cfg)
-    train_ds = LipSyncDataset(cfg.data, split="train", n_frames=frames, size=gen.img_size,
-                              val_fraction=cfg.val_fraction)
-    val_ids = split_clips(cfg.data, "val", cfg.val_fraction)
-    val_ds = LipSyncDataset(cfg.data, val_ids, n_frames=frames, size=gen.img_size) if val_ids else None
-    if val_ds is None:
-        log.warning("%s: no val clips; evaluating on training clips", cfg.data)
-        val_ds = train_ds
+    train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size),
+                                          cfg.data, cfg.val_fraction)
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
 
     betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
@@ -155,12 +159,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         models["disc"] = disc
     state_path = cfg.out / "state.pt"
     start, sync_wt = 0, cfg.sync_wt if cfg.sync_from_start and expert is not None else 0.0
-    sums, count = {}, 0  # loss sums since the last log line (kept in checkpoints for exact resumes)
+    extra = {}
     if cfg.resume:
         start, extra = load_training_state(state_path, models=models, optimizers=opts, accelerator=acc)
         sync_wt = float(extra.get("sync_wt", sync_wt))
-        sums = {k: torch.tensor(v, device=acc.device) for k, v in extra.get("log_sums", {}).items()}
-        count = int(extra.get("log_count", 0))
+    means = IntervalMeans(acc.device, extra)  # kept in checkpoints for exact resumes
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
     batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
@@ -192,8 +195,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             write_sample_video(cfg.out / "samples" / f"step_{step:07d}.mp4", video, audio)
 
     def save(step: int) -> None:
-        extra = {"sync_wt": sync_wt, "log_count": count, "log_sums": {k: float(v) for k, v in sums.items()}}
-        save_training_state(state_path, models=models, optimizers=opts, step=step, extra=extra,
+        save_training_state(state_path, models=models, optimizers=opts, step=step,
+                            extra={"sync_wt": sync_wt, **means.state()},
                             accelerator=acc)
         if acc.is_main_process:
             meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
@@ -207,7 +210,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     if start == 0:
         evaluate(0)
     bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train")
-    tick, seen = time.perf_counter(), 0
+    means.start_clock()
     try:
         for step in range(start, cfg.steps):
             batch = next(batches)
@@ -242,25 +245,18 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 losses["disc"].backward()
                 sync_gradients(disc, acc)
                 opts["disc"].step()
-            done, seen = step + 1, seen + target.shape[0]
+            done = step + 1
             bar.update(1)
-            count += 1
-            for k, v in losses.items():  # means over the log interval
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                metrics = {f"train/{k}": acc.reduce((v / count).reshape(1), "mean").item()
-                           for k, v in sums.items()}
-                sums, count = {}, 0
-                now = time.perf_counter()
-                metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
-                tick, seen = now, 0
+            means.add(losses, target.shape[0])
+            if due(done, cfg.log_every, cfg.steps):
+                metrics = means.flush(acc, prefix="train/")
                 logger.log(done, metrics)
                 bar.set_postfix(l1=f"{metrics['train/l1']:.4f}")
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if due(done, cfg.eval_every, cfg.steps):
                 evaluate(done)
-            if cfg.sample_every > 0 and (done % cfg.sample_every == 0 or done == cfg.steps):
+            if cfg.sample_every > 0 and due(done, cfg.sample_every, cfg.steps):
                 samples(done)
-            if done % cfg.save_every == 0 or done == cfg.steps:
+            if due(done, cfg.save_every, cfg.steps):
                 save(done)
     finally:
         bar.close()

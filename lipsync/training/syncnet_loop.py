@@ -9,8 +9,8 @@ A good expert reaches an eval loss of about 0.25 (0.69 is chance).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,7 +18,6 @@ import torch
 from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import SyncDataset, collate_keys, fixed_keys
 from lipsync.models import SyncNetColor
-from marlin.data import split_clips
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -31,7 +30,7 @@ from marlin.training import (
     seed_everything,
 )
 
-from .common import bce, build_model, run_meta, trainable
+from .common import IntervalMeans, bce, build_model, due, run_meta, train_val_datasets, trainable
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +103,19 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
         ds_args = dict(n_frames=model.n_frames, face_size=model.face_size, mel_width=16)
     else:
         ds_args = dict(n_frames=model.n_frames, face_size=model.config.face_size, mel_width=model.mel_columns)
-    ds_args.update(max_offset=cfg.max_offset, min_offset=cfg.min_offset, val_fraction=cfg.val_fraction)
-    train_ds = SyncDataset(cfg.data, split="train", **ds_args)
-    val_ids = split_clips(cfg.data, "val", cfg.val_fraction)
-    val_ds = SyncDataset(cfg.data, val_ids, **ds_args) if val_ids else None
-    if val_ds is None:
-        log.warning("%s: no val clips; evaluating on training clips", cfg.data)
-        val_ds = train_ds
+    ds_args.update(max_offset=cfg.max_offset, min_offset=cfg.min_offset)
+    train_ds, val_ds = train_val_datasets(partial(SyncDataset, **ds_args), cfg.data, cfg.val_fraction)
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
 
     opt = torch.optim.Adam(trainable(model), lr=cfg.lr)
     ddp, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(ddp)
     state_path = cfg.out / "state.pt"
-    start, sums, count = 0, {}, 0  # loss sums since the last log line (kept in checkpoints)
+    start, extra = 0, {}
     if cfg.resume:
         start, extra = load_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt},
                                            accelerator=acc)
-        sums = {k: torch.tensor(v, device=acc.device) for k, v in extra.get("log_sums", {}).items()}
-        count = int(extra.get("log_count", 0))
+    means = IntervalMeans(acc.device, extra)  # kept in checkpoints for exact resumes
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
     batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
@@ -137,7 +130,7 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
 
     def save(step: int) -> None:
         save_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt}, step=step,
-                            extra={"log_count": count, "log_sums": {k: float(v) for k, v in sums.items()}},
+                            extra=means.state(),
                             accelerator=acc)
         if acc.is_main_process:
             scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
@@ -149,7 +142,7 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
     if start == 0:
         evaluate(0)
     bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train_syncnet")
-    tick, seen = time.perf_counter(), 0
+    means.start_clock()
     try:
         for step in range(start, cfg.steps):
             batch = next(batches)
@@ -160,23 +153,17 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()
-            done, seen = step + 1, seen + len(label)
+            done = step + 1
             bar.update(1)
             accuracy = ((sim.detach() > 0.5).float() == label).float().mean()
-            count += 1
-            for k, v in (("train/loss", loss), ("train/accuracy", accuracy)):  # means over the log interval
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                metrics = {k: acc.reduce((v / count).reshape(1), "mean").item() for k, v in sums.items()}
-                sums, count = {}, 0
-                now = time.perf_counter()
-                metrics["samples_per_s"] = seen * acc.num_processes / max(now - tick, 1e-9)
-                tick, seen = now, 0
+            means.add({"train/loss": loss, "train/accuracy": accuracy}, len(label))
+            if due(done, cfg.log_every, cfg.steps):
+                metrics = means.flush(acc)
                 logger.log(done, metrics)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if due(done, cfg.eval_every, cfg.steps):
                 evaluate(done)
-            if done % cfg.save_every == 0 or done == cfg.steps:
+            if due(done, cfg.save_every, cfg.steps):
                 save(done)
     finally:
         bar.close()

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from marlin.cli import HelpFormatter
+
 from .generate import generate
 from .speech import EspeakError
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lipsync.data.synthetic",
         description="Generate synthetic talking-face clips (mp4 with audio) with ground-truth mouth "
         "parameters, face boxes and re-renderable identities.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--clips", type=int, required=True, help="number of clips")
