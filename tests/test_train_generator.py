@@ -8,7 +8,6 @@ generator) and the smoke test (the release-size Wav2Lip).
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from helpers_train import Interrupt, dying_loader, one_thread_fixture
+from helpers_train import full_and_resumed, metrics, one_thread_fixture
 from PIL import Image
 from test_datasets import talking_clips
 from test_train_syncnet import NarrowSyncNet
@@ -93,11 +92,6 @@ def expert(tmp_path, narrow):
     return checkpoints.save(tmp_path / "expert.safetensors", NarrowSyncNet())
 
 
-def metrics(out) -> dict[tuple[int, str], float]:
-    with open(out / "metrics.csv") as f:
-        return {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(f)}
-
-
 BASE = ["--cpu", "--val-samples", "4", "--batch-size", "4"]
 
 
@@ -137,17 +131,10 @@ def test_resume_reproduces_uninterrupted_run(data, expert, tmp_path, monkeypatch
     args = ["--data", str(data), *BASE, "--expert", str(expert), "--sync-from-start", "--steps", "5",
             "--lr", "1e-3", "--save-every", "2", "--log-every", "1", "--eval-every", "100",
             "--sample-every", "0"]
-    assert main([*args, "--out", str(tmp_path / "full")]) == 0
     import lipsync.training.generator_loop as loop
 
-    real = loop.make_loader
     # killed while computing step 4, after the checkpoint of step 2
-    monkeypatch.setattr(loop, "make_loader", dying_loader(real, at=3))
-    with pytest.raises(Interrupt):
-        main([*args, "--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(loop, "make_loader", real)
-    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
-    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    full, cut = full_and_resumed(main, loop, args, tmp_path, monkeypatch, at=3)
     for step in range(1, 6):
         for name in ("train/l1", "train/sync", "train/adv", "train/disc"):
             assert cut[(step, name)] == full[(step, name)], (step, name)

@@ -8,14 +8,13 @@ launcher test (the 16-frame MARLIN expert) and the smoke test (the release-size 
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers_train import Interrupt, dying_loader, one_thread_fixture
+from helpers_train import full_and_resumed, metrics, one_thread_fixture
 from test_datasets import talking_clips
 from torch import nn
 
@@ -53,11 +52,6 @@ def data(tmp_path_factory):
     return root
 
 
-def metrics(out) -> dict[tuple[int, str], float]:
-    with open(out / "metrics.csv") as f:
-        return {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(f)}
-
-
 BASE = ["--cpu", "--max-offset", "15", "--min-offset", "4", "--val-samples", "16"]
 
 
@@ -81,17 +75,10 @@ def test_expert_learns_and_saves_loadable_weights(data, tmp_path, narrow):
 def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, narrow):
     args = ["--data", str(data), *BASE, "--steps", "5", "--batch-size", "4", "--lr", "1e-3",
             "--save-every", "2", "--log-every", "1", "--eval-every", "100"]
-    assert main([*args, "--out", str(tmp_path / "full")]) == 0
     import lipsync.training.syncnet_loop as loop
 
-    real = loop.make_loader
     # killed while computing step 4, after the checkpoint of step 2
-    monkeypatch.setattr(loop, "make_loader", dying_loader(real, at=3))
-    with pytest.raises(Interrupt):
-        main([*args, "--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(loop, "make_loader", real)
-    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
-    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    full, cut = full_and_resumed(main, loop, args, tmp_path, monkeypatch, at=3)
     for step in range(1, 6):
         assert cut[(step, "train/loss")] == full[(step, "train/loss")], step
     a, b = (checkpoints.load(tmp_path / d / "expert.safetensors").model for d in ("full", "cut"))
