@@ -1,4 +1,4 @@
-"""Test helpers the lip-sync trainer tests share: one-thread fixture, metrics reader, interrupted runs."""
+"""Helpers the training tests share: one-thread fixture, metrics reader, interrupted runs."""
 
 from __future__ import annotations
 

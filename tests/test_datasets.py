@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_train import one_thread_fixture
 from media import face_photo, place
 
 from audio import mel_windows, melspectrogram
@@ -14,13 +15,7 @@ from marlin.data import DataError, write_clip
 SR, FPS = 16000, 25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = one_thread_fixture()  # tiny models: one intra-op thread is fastest
 
 
 def envelope(n_frames: int, seed: int) -> np.ndarray:

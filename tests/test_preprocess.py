@@ -7,21 +7,14 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
+from helpers_train import one_thread_fixture
 from media import moving_face_frames, speech_like, write_video
 
 from lipsync.data.datasets import LipSyncDataset
 from lipsync.preprocess import PreprocessConfig, find_sources, main, preprocess, write_split
 from marlin.data import read_clip, split_clips, write_clip
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = one_thread_fixture()  # tiny models: one intra-op thread is fastest
 
 
 def talking_video(path, n=40, photo="astronaut", audio=True, size=(160, 200)):

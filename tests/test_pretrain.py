@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_train import one_thread_fixture
 from media import moving_face_frames, write_video
 from PIL import Image
 from safetensors import safe_open
@@ -26,13 +27,7 @@ TINY = ["--variant", "vit_tiny", "--n-frames", "8", "--img-size", str(S), "--sam
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = one_thread_fixture()  # tiny models: one intra-op thread is fastest
 
 
 def crude_regions(size: int) -> np.ndarray:

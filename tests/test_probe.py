@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers_train import one_thread_fixture
 from media import moving_face_frames, write_video
 
 from marlin import Marlin
@@ -17,12 +18,7 @@ S = 64
 TINY = ["--n-frames", "8", "--stride", "4", "--cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = one_thread_fixture()  # tiny models: one intra-op thread is fastest
 
 
 @pytest.fixture(scope="module")
