@@ -76,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--keep-video", action=argparse.BooleanOptionalAction, default=d.keep_video,
                     help="when the video outlasts the audio, keep its remaining frames unchanged with "
                          "silence (default: cut the video at the end of the audio)")
-    io.add_argument("--crf", type=int, default=d.crf, help="x264 quality: 0 lossless .. 51 worst")
-    io.add_argument("--preset", default=d.preset, help="x264 speed preset (ultrafast .. veryslow)")
+    io.add_argument("--crf", type=int, default=d.crf,
+                    help="x264 constant rate factor: 0 lossless .. 51 worst; 18 is visually close to "
+                         "lossless")
+    io.add_argument("--preset", default=d.preset,
+                    help="x264 speed preset (ultrafast .. veryslow). veryfast: on a noisy 720p test clip "
+                         "at crf 18, 'faster' took 40%% more CPU for +0.2 dB PSNR, and 'superfast' kept "
+                         "the per-pixel noise, writing 12x larger files with more CPU, not less")
 
     face = p.add_argument_group("face")
     face.add_argument("--face-backend", choices=FACE_BACKENDS, default=d.face_backend,
@@ -93,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     face.add_argument("--max-gap", type=int, default=d.max_gap,
                       help="bridge up to this many frames without a detected face (default: the "
                            "tracker's); longer gaps pass through unchanged")
+    face.add_argument("--detect-every", type=int, default=d.detect_every, metavar="N",
+                      help="run the face detector on every N-th frame only; in between, the face "
+                           "mesh follows the face from its last box, and the detector takes over again "
+                           "when the mesh loses it. 3: a third less tracking CPU than 1, boxes on "
+                           "average within 1-1.5%% of the face size of detecting every frame (2.6%% for "
+                           "a small, fast-moving face), frame-to-frame jitter unchanged. 1: detect on "
+                           "every frame")
     face.add_argument("--resize", type=float, default=d.resize,
                       help="detect faces on frames shrunk by this factor (faster on 4K); the output "
                            "keeps the input's resolution")
@@ -123,7 +135,8 @@ def options_from_args(args: argparse.Namespace) -> DubOptions:
         face=args.face if isinstance(args.face, FaceSelect) else FaceSelect.parse(args.face),
         box=args.box, blend=args.blend, color_match=args.color_match, resize=args.resize,
         batch_size=args.batch_size, crf=args.crf, preset=args.preset,
-        loop=args.loop, keep_video=args.keep_video, fps=args.fps, max_gap=args.max_gap, threads=args.threads)
+        loop=args.loop, keep_video=args.keep_video, fps=args.fps, max_gap=args.max_gap,
+        detect_every=args.detect_every, threads=args.threads)
 
 
 def read_pairs(path: Path) -> list[tuple[int, Path, Path, Path | None]]:

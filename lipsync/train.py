@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discriminator size (without --disc-init)")
     p.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate")
     p.add_argument("--disc-lr", type=float, default=1e-4, help="discriminator Adam learning rate")
+    p.add_argument("--mouth-wt", type=float, default=0.0,
+                   help="extra weight of the L1 inside the lips' region (0: plain L1 as in Wav2Lip; "
+                        "a few, e.g. 4, makes small runs learn the mouth sooner)")
+    p.add_argument("--train-frames", type=int, default=0,
+                   help="MARLIN generators: decode a random run of this many of each window's 16 frames "
+                        "per step (0: all 16; 5 with a 5-frame expert trains about 3x more windows per second)")
     p.add_argument("--sync-wt", type=float, default=0.03, help="weight of the sync loss once on")
     p.add_argument("--sync-threshold", type=float, default=0.75,
                    help="switch the sync loss on when the eval sync loss falls below this")
@@ -71,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
                existing=("data", "init", "marlin_checkpoint", "expert", "disc_init"))
+    if a.mouth_wt < 0 or a.train_frames < 0:
+        p.error(f"--mouth-wt and --train-frames must be >= 0, got {a.mouth_wt}, {a.train_frames}")
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(
         data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
-        disc_model=a.disc_model,
+        disc_model=a.disc_model, mouth_wt=a.mouth_wt, train_frames=a.train_frames,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,
         sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,

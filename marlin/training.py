@@ -69,7 +69,9 @@ def make_accelerator(*, cpu: bool = False, mixed_precision: str = "auto"):
     Parameters
     ----------
     cpu : force the CPU even when a GPU is visible.
-    mixed_precision : "auto" (bf16 on a bf16-capable GPU, fp32 otherwise), "no", "bf16" or "fp16".
+    mixed_precision : "auto" (bf16 on a bf16-capable GPU, fp32 otherwise), "no", "bf16" (also on a
+        CPU: autocast with bf16 matmuls and convolutions, about 2x faster on CPUs with AVX512-BF16 or
+        AMX) or "fp16" (GPU only).
     """
     from accelerate import Accelerator
 
@@ -79,9 +81,16 @@ def make_accelerator(*, cpu: bool = False, mixed_precision: str = "auto"):
     on_gpu = torch.cuda.is_available() and not cpu
     if mixed_precision == "auto":
         mixed_precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
-    elif mixed_precision != "no" and not on_gpu:
+    elif mixed_precision == "fp16" and not on_gpu:
         warnings.warn(f"mixed_precision={mixed_precision!r} needs a GPU; training in fp32", stacklevel=2)
         mixed_precision = "no"
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state  # one per process; it refuses a second, different setting
+    if state and state.get("_mixed_precision") != mixed_precision:
+        # Training twice in one process (a notebook, the tests) with another precision: start the
+        # accelerator state afresh; the distributed PartialState (process group, device) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
@@ -455,7 +464,8 @@ def add_run_args(parser: argparse.ArgumentParser, *, steps: int = 1000, batch_si
                    help="continue from OUT/state.pt (model, optimisers, schedulers, step, RNG)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
     g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                   help="auto: bf16 on a GPU, fp32 on a CPU")
+                   help="auto: bf16 on a GPU, fp32 on a CPU; bf16 also works on a CPU (about 2x "
+                        "faster where the CPU has AVX512-BF16/AMX); fp16 needs a GPU")
     g.add_argument("--log-every", type=int, default=log_every, help="steps between logged metrics")
     g.add_argument("--save-every", type=int, default=save_every, help="steps between checkpoints")
 

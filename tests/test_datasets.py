@@ -121,3 +121,25 @@ def test_bad_data_is_a_clear_error(data, tmp_path):
         LipSyncDataset(tmp_path, ["mute"])
     with pytest.raises(DataError, match="frames a sample needs"):
         SyncDataset(data, ["talk0"], n_frames=16, min_offset=50, max_offset=60)
+
+
+def test_mouth_mask_follows_the_lips_region(data, tmp_path):
+    frames = np.zeros((20, 48, 48, 3), np.uint8)
+    regions = np.ones((20, 48, 48), np.uint8)  # skin
+    for t in range(20):  # lips (id 5) moving right by a pixel per frame
+        regions[t, 34:38, 10 + t:20 + t] = 5
+    audio = np.zeros(20 * SR // FPS, np.float32)
+    write_clip(tmp_path, "lips", frames, regions=regions, audio=audio, meta={"identity": "x"})
+    ds = LipSyncDataset(tmp_path, ["lips"], n_frames=5, size=96)
+    item = ds[(0, 1)]
+    mouth = item["mouth"]
+    assert mouth.shape == (1, 5, 96, 96) and set(mouth.unique().tolist()) == {0.0, 1.0}
+    for k in range(5):  # covers the lips (scaled 2x) plus a margin, nothing far from them
+        t = item["start"] + k
+        lips = mouth[0, k, 68:76, 2 * (10 + t):2 * (20 + t)]
+        assert lips.min() == 1
+        ys, xs = torch.nonzero(mouth[0, k], as_tuple=True)
+        assert ys.min() >= 68 - 10 and ys.max() <= 76 + 10 and xs.min() >= 2 * (10 + t) - 10
+    # clips preprocessed without region maps give an all-zero mask
+    plain = LipSyncDataset(data, ["talk0"], n_frames=5, size=32)[(0, 3)]["mouth"]
+    assert plain.shape == (1, 5, 32, 32) and plain.max() == 0

@@ -263,3 +263,106 @@ def test_cli_single_run_prints_summary(checkpoint, media, tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "12 frames" in line and "faces found in" in line and "fps achieved" in line
 
+
+
+# ----------------------------------------------------------------------------- detect_every, encoding
+def test_detect_every_option_validates_and_reaches_the_tracker():
+    from lipsync.inference.faces import track_config
+
+    assert DubOptions().detect_every == 3  # the documented default
+    assert track_config(DubOptions(detect_every=5)).detect_every == 5
+    assert track_config(DubOptions(detect_every=np.int64(1))).detect_every == 1
+    for bad in (0, -2, 1.5, True, None):
+        with pytest.raises(DubError, match="detect every"):
+            DubOptions(detect_every=bad)
+
+
+@pytest.fixture(scope="module")
+def clean_video(tmp_path_factory) -> Path:
+    """20 frames with the face visible throughout (no gap)."""
+    d = tmp_path_factory.mktemp("clean_media")
+    return write_video(d / "moving.mp4", moving_face_frames(20, SIZE), fps=25)
+
+
+def test_detect_every_skips_detections_and_still_dubs_every_frame(lipsync, clean_video, media, monkeypatch):
+    """Through LipSync.stream: the detector runs on every N-th frame only, every frame is still
+    dubbed, and the face regions stay close to those of detecting every frame."""
+    from marlin.face import FaceDetector
+
+    calls = []
+    original = FaceDetector.detect
+
+    def counting(self, rgb, landmarks=True):
+        calls.append(1)
+        return original(self, rgb, landmarks)
+
+    monkeypatch.setattr(FaceDetector, "detect", counting)
+    inputs = _decode(clean_video)
+    regions = {}
+    for every in (1, 5):
+        calls.clear()
+        out = list(lipsync.stream(clean_video, media["short"], detect_every=every))
+        assert len(out) == 20
+        regions[every] = np.array([f.region for f in out], float)
+        assert len(calls) == (20 if every == 1 else 4)
+        for f in out:  # the face was replaced on every frame
+            assert f.dubbed
+            x0, y0, x1, y1 = f.region
+            ref = inputs[f.source_index]
+            assert (f.image[max(y0, 0):y1, max(x0, 0):x1] != ref[max(y0, 0):y1, max(x0, 0):x1]).any()
+    width = regions[1][:, 2] - regions[1][:, 0]
+    assert (np.abs(regions[5] - regions[1]).max(1) <= 0.1 * width).all()
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_cli_rejects_bad_detect_every(checkpoint, media, tmp_path, capsys, value):
+    from lipsync.infer import main
+
+    out = tmp_path / "x.mp4"
+    rc = main(["--video", str(media["video"]), "--audio", str(media["tiny"]), "--out", str(out),
+               "--checkpoint", str(checkpoint), "--device", "cpu", "--quiet", "--detect-every", value])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "detect every" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rgb_to_yuv420p_matches_libswscale():
+    """The writer's OpenCV conversion: BT.601 limited-range luma equal to PyAV's (libswscale)
+    within rounding, 2x2-mean chroma, and a round trip back to RGB at least as close."""
+    from lipsync.inference.writer import rgb_to_yuv420p
+
+    rgb = moving_face_frames(1, (242, 318))[0]  # H/2 odd: chroma planes do not fill whole rows
+    ours = rgb_to_yuv420p(rgb)
+    ref = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    assert ours.shape == ref.shape == (363, 318)
+    h = 242
+    assert np.abs(ours[:h].astype(int) - ref[:h]).max() <= 1
+    assert np.abs(ours[h:].astype(int) - ref[h:]).mean() < 0.5
+
+    def roundtrip_error(yuv):
+        back = av.VideoFrame.from_ndarray(yuv, format="yuv420p").to_ndarray(format="rgb24")
+        return np.mean((back.astype(float) - rgb) ** 2)
+
+    assert roundtrip_error(ours) <= roundtrip_error(ref) * 1.05
+
+
+def test_writer_opencv_conversion_keeps_the_quality(tmp_path, media):
+    from lipsync.inference.writer import DubWriter, default_encoder_threads
+
+    assert default_encoder_threads("cuda") == 0 and default_encoder_threads("cpu") >= 1
+    frames = moving_face_frames(6, (96, 128))
+    error = {}
+    for conv, threads in (("opencv", 1), ("swscale", 0)):
+        out = tmp_path / f"{conv}.mp4"
+        with DubWriter(out, (128, 96), Fraction(25), str(media["tiny"]), 6 / 25, threads=threads,
+                       yuv_conversion=conv) as w:
+            for f in frames:
+                w.write(f)
+            w.close()
+        decoded = _decode(out)
+        assert len(decoded) == 6
+        error[conv] = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(decoded, frames)])
+    # 4:2:0 on a tiny, detailed face: a few levels of error either way
+    assert error["swscale"] < 6 and error["opencv"] <= 1.05 * error["swscale"]
+    with pytest.raises(ValueError, match="yuv_conversion"):
+        DubWriter(tmp_path / "bad.mp4", (128, 96), Fraction(25), str(media["tiny"]), 0.2, yuv_conversion="x")

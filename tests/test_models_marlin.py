@@ -164,6 +164,21 @@ def test_generator_rejects_bad_windows(tiny):
         MarlinLipConfig(marlin="vit_huge")
 
 
+def test_decoding_some_frames_equals_those_frames_of_the_full_output(tiny):
+    faces, mels = inputs(2, 96)
+    pick = torch.tensor([[3, 4, 5, 6, 7], [11, 12, 13, 14, 15]])
+    with torch.no_grad():
+        full = tiny(faces, mels)
+        part = tiny(faces, mels, frames=pick)
+    assert part.shape == (2, 3, 5, 96, 96)
+    torch.testing.assert_close(part[0], full[0, :, 3:8])
+    torch.testing.assert_close(part[1], full[1, :, 11:16])
+    with pytest.raises(ValueError, match="index the 16 frames"):
+        tiny(faces, mels, frames=pick + 5)
+    with pytest.raises(ValueError, match=r"\(B, K\)"):
+        tiny(faces, mels, frames=pick[:1])
+
+
 def test_load_marlin_weights(tiny):
     marlin = Marlin.from_config("vit_tiny", with_decoder=True)
     model = MarlinLipGenerator(tiny.config)

@@ -244,3 +244,19 @@ def test_fold_batchnorm_counts_pairs():
         expected = model.forward_lip(lips)
         assert fold_batchnorm(model) == 12  # 6 audio + 6 lip conv/BN pairs; the Linear+BN1d stay
         torch.testing.assert_close(model.forward_lip(lips), expected, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name, dim", [("syncnet_color_tiny", 128), ("quality_disc_tiny", None)])
+def test_narrow_expert_and_discriminator(name, dim):
+    """``width`` scales every layer; the release's names stay (only shapes shrink)."""
+    torch.manual_seed(6)
+    small, full = create_model(name).eval(), create_model(name.removesuffix("_tiny"))
+    assert n_params(small) < n_params(full) / 10
+    assert set(small.state_dict()) == set(full.state_dict())
+    if dim is None:
+        assert small(torch.rand(3, 3, 96, 96)).shape == (3, 1)
+    else:
+        audio, video = small(torch.randn(2, 1, 80, 16), torch.rand(2, 3, 5, 48, 96))
+        assert audio.shape == video.shape == (2, dim)
+    with pytest.raises(ValueError, match="width"):
+        SyncNetColorConfig(width=0)

@@ -209,3 +209,29 @@ def test_bad_input_gives_one_line_error(data, tmp_path, capsys):
     assert cli(["--data", str(data), "--out", str(tmp_path / "o"), "--init", str(bad), "--cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: checkpoint") and "bad.pth" in err[0]
+
+
+def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, narrow, capsys):
+    """--mouth-wt adds the lips' L1; --train-frames decodes 5-frame runs that the expert scores."""
+    data = tmp_path / "lips"
+    talking_clips(data, n=3, n_frames=40, size=48)
+    for cid in ("talk0", "talk1", "talk2"):  # region maps with a lips patch (id 5)
+        regions = np.ones((40, 48, 48), np.uint8)
+        regions[:, 32:40, 16:32] = 5
+        np.save(data / cid / "regions.npy", regions)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2", "--model", "marlin_lip_tiny",
+            "--set", "img_size=48", "--set", "encoder_init=random", "--disc-wt", "0", "--sample-every", "0",
+            "--expert", str(expert), "--sync-from-start", "--log-every", "1"]
+    assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--train-frames", "5"]) == 0
+    logged = metrics(out)
+    assert logged[(2, "train/mouth")] > 0 and (2, "train/sync") in logged
+    l1, mouth, sync = logged[(2, "train/l1")], logged[(2, "train/mouth")], logged[(2, "train/sync")]
+    # the logged loss is the documented mix: (1 - sync_wt) * (L1 + mouth_wt * mouth) + sync_wt * sync
+    assert logged[(2, "train/loss")] == pytest.approx(0.97 * (l1 + 3 * mouth) + 0.03 * sync, rel=1e-4)
+    # the 5-frame expert cannot score runs shorter than 5 frames; Wav2Lip has no 16-frame windows
+    assert cli([*args, "--out", str(tmp_path / "short"), "--steps", "1", "--train-frames", "3"]) == 2
+    assert "runs of 5 frames" in capsys.readouterr().err
+    assert cli(["--data", str(data), "--out", str(tmp_path / "w"), "--cpu", "--steps", "1",
+                "--train-frames", "2", "--disc-wt", "0"]) == 2
+    assert "MARLIN generators" in capsys.readouterr().err

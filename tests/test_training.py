@@ -238,3 +238,15 @@ def test_metric_logger_csv_and_resume_truncation(tmp_path):
     assert any((tmp_path / "tb").iterdir())
     MetricLogger(tmp_path / "other", enabled=False).log(1, {"x": 1.0})
     assert not (tmp_path / "other").exists()
+
+
+def test_bf16_autocast_on_cpu_and_fp16_falls_back():
+    from marlin.training import make_accelerator
+
+    assert make_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+    acc = make_accelerator(cpu=True, mixed_precision="bf16")  # a second run in the same process
+    assert acc.mixed_precision == "bf16"
+    with acc.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with pytest.warns(UserWarning, match="needs a GPU"):
+        assert make_accelerator(cpu=True, mixed_precision="fp16").mixed_precision == "no"

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from audio import AudioError, load_audio, mel_window_starts, melspectrogram
 from marlin.data import Clip, DataError, read_clip, split_clips
+from marlin.face.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ class LipSyncDataset(_ClipSet):
     target : (3, T, S, S) float32 the true frames.
     mels : (T, 1, 80, 16) float32 in [-4, 4], frame ``i``'s window ("inference" convention).
     window_mel : (1, 80, mel_columns(T)) the audio of the whole run (the sync experts' input).
+    mouth : (1, T, S, S) float32 in {0, 1}: the lips' region (regions.npy id 5) grown by about
+        S/16 pixels, for a mouth-weighted loss; all zeros for clips preprocessed without regions.
     index, start, ref_start : ints.
     """
 
@@ -200,6 +203,19 @@ class LipSyncDataset(_ClipSet):
             ref = ref + 1 if room > 0 and ref >= start else ref  # any other start
         return start, ref
 
+    def mouth(self, index: int, start: int, count: int, size: int) -> torch.Tensor:
+        """(1, count, size, size) float32 lips mask of frames from ``start`` (zeros without regions)."""
+        clip = self.clip(index)
+        if clip.regions is None:
+            return torch.zeros(1, count, size, size)
+        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
+        lips = torch.from_numpy(np.ascontiguousarray(clip.regions[idx] == REGIONS["mouth"])).float()[:, None]
+        grow = max(1, clip.size // 16)  # the lips' surroundings (chin, teeth shadow) move with them
+        lips = F.max_pool2d(lips, 2 * grow + 1, stride=1, padding=grow)
+        if lips.shape[-1] != size:
+            lips = F.interpolate(lips, size=(size, size), mode="bilinear", align_corners=False).gt_(0.5).float()
+        return lips.transpose(0, 1)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._key(key)
         start, ref = self.starts(index, rng)
@@ -212,6 +228,7 @@ class LipSyncDataset(_ClipSet):
         window = _columns(self.mel(index), frame_mel_start(start), mel_columns(t))
         return {"faces": torch.cat([masked, reference]), "target": target, "mels": mels,
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
+                "mouth": self.mouth(index, start, t, s),
                 "index": index, "start": start, "ref_start": ref}
 
 

@@ -2,8 +2,10 @@
 
 ``FaceStage`` streams: ``push(index, rgb)`` returns the ``(index, Track)`` pairs whose centred
 smoothing window is complete, so the engine holds only the tracker's lookahead of frames.
-With a fixed ``--box`` nothing is detected; landmarks for the soft blending mask are still
-looked for inside the box when the backend has them.
+With ``detect_every=N`` the detector runs on every N-th frame and the face mesh follows the face
+in between (``marlin.face.TrackConfig.detect_every``; backends without landmarks detect every
+frame).  With a fixed ``--box`` nothing is detected; landmarks for the soft blending mask are
+still looked for inside the box when the backend has them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def track_config(options: DubOptions) -> TrackConfig:
     if sel.mode == "point" and options.resize != 1:
         target = (sel.point[0] / options.resize, sel.point[1] / options.resize)
     window = options.smooth_window | 1  # the tracker wants odd windows
-    kwargs = {"target": target, "box_window": window}
+    kwargs = {"target": target, "box_window": window, "detect_every": int(options.detect_every)}
     if options.max_gap is not None:
         kwargs["max_gap"] = options.max_gap
     return TrackConfig(**kwargs)

@@ -170,7 +170,8 @@ class MarlinLipGenerator(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
             return self.encoder.extract_features(clip.to(self.encoder.norm.weight.dtype), keep_seq=True)
 
-    def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None) -> Tensor:
+    def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
+                frames: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -182,11 +183,18 @@ class MarlinLipGenerator(nn.Module):
             ``(B, T, 1, 80, 16)`` or ``(B*T, 1, 80, 16)`` float in [-4, 4], one window per frame.
         tokens:
             Optional precomputed :meth:`encode` output ``(B*T/16, N, E)``; skips the encoder.
+        frames:
+            Optional ``(B, K)`` long indices into ``T`` (5-D input only): decode only these frames
+            of each sample.  The encoder still sees whole windows and each frame is decoded
+            independently, so in eval mode the result equals the same frames of the full output
+            (in train mode BatchNorm takes its statistics from the decoded frames only) at a
+            fraction of the cost; training uses it to spend its time on more windows.
 
         Returns
         -------
         Tensor
-            ``(B, 3, T, S, S)`` or ``(B*T, 3, S, S)`` (the rank of ``faces``), RGB in [0, 1].
+            ``(B, 3, T, S, S)`` or ``(B*T, 3, S, S)`` (the rank of ``faces``), RGB in [0, 1];
+            ``(B, 3, K, S, S)`` with ``frames``.
         """
         x, m, t = fold_generator_inputs(faces, mels, self.img_size, self.frames_per_window)
         if tokens is None:
@@ -195,6 +203,14 @@ class MarlinLipGenerator(nn.Module):
             raise ValueError(f"tokens {tuple(tokens.shape)} do not match {x.shape[0]} frames "
                              f"({self.frames_per_window} per window)")
         maps = tokens_to_frame_maps(tokens, self.marlin_config).to(x.dtype)  # (N, E/2, g, g)
+        if frames is not None:
+            if t is None or frames.ndim != 2 or frames.shape[0] * t != x.shape[0]:
+                raise ValueError(f"frames must be (B, K) indices for 5-D faces {tuple(faces.shape)}, "
+                                 f"got {tuple(frames.shape)}")
+            if frames.numel() and not 0 <= int(frames.min()) <= int(frames.max()) < t:
+                raise ValueError(f"frames must index the {t} frames of each sample")
+            rows = (frames + t * torch.arange(frames.shape[0], device=frames.device)[:, None]).flatten()
+            x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
         audio = self.audio_proj(self.audio_encoder(m))  # (N, E/2, 1, 1)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         for size, block in zip(self.scales, self.decoder_blocks):

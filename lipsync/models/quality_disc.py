@@ -20,7 +20,14 @@ __all__ = ["QualityDisc", "QualityDiscConfig"]
 
 @dataclass(frozen=True)
 class QualityDiscConfig(ModelConfig):
-    """The release discriminator has no size options; only the weights' colour order varies."""
+    """Sizes of the discriminator: the release is ``width=1``; only the weights' colour order varies there."""
+
+    width: float = 1.0  # channel multiplier (0.25: a discriminator that trains on a CPU)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
 
 
 def _pair(cin: int, cout: int, kernel: int, stride: int | tuple[int, int]) -> nn.Sequential:
@@ -30,7 +37,8 @@ def _pair(cin: int, cout: int, kernel: int, stride: int | tuple[int, int]) -> nn
 
 
 class QualityDisc(nn.Module):
-    """Per-frame real/fake classifier on the lower half of a 96x96 face (about 14.1 M parameters).
+    """Per-frame real/fake classifier on the lower half of a 96x96 face (about 14.1 M parameters
+    at ``width=1``).
 
     Convolutions without normalisation and LeakyReLU(0.01); a 1x1 convolution and a sigmoid
     give the probability that the frame is real.
@@ -40,17 +48,18 @@ class QualityDisc(nn.Module):
 
     def __init__(self, config: QualityDiscConfig | None = None) -> None:
         super().__init__()
-        self.config = config or QualityDiscConfig()
+        self.config = cfg = config or QualityDiscConfig()
+        c32, c64, c128, c256, c512 = (max(1, round(c * cfg.width)) for c in (32, 64, 128, 256, 512))
         self.face_encoder_blocks = nn.ModuleList([
-            nn.Sequential(LeakyConvUnit(3, 32, 7, 1, 3)),  # 48x96
-            _pair(32, 64, 5, (1, 2)),  # 48x48
-            _pair(64, 128, 5, 2),  # 24
-            _pair(128, 256, 5, 2),  # 12
-            _pair(256, 512, 3, 2),  # 6
-            _pair(512, 512, 3, 2),  # 3
-            nn.Sequential(LeakyConvUnit(512, 512, 3, 1, 0), LeakyConvUnit(512, 512, 1, 1, 0)),  # 1
+            nn.Sequential(LeakyConvUnit(3, c32, 7, 1, 3)),  # 48x96
+            _pair(c32, c64, 5, (1, 2)),  # 48x48
+            _pair(c64, c128, 5, 2),  # 24
+            _pair(c128, c256, 5, 2),  # 12
+            _pair(c256, c512, 3, 2),  # 6
+            _pair(c512, c512, 3, 2),  # 3
+            nn.Sequential(LeakyConvUnit(c512, c512, 3, 1, 0), LeakyConvUnit(c512, c512, 1, 1, 0)),  # 1
         ])
-        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1), nn.Sigmoid())
+        self.binary_pred = nn.Sequential(nn.Conv2d(c512, 1, 1), nn.Sigmoid())
 
     @property
     def weights_colour(self) -> str:

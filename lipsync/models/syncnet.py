@@ -20,7 +20,14 @@ __all__ = ["SyncNetColor", "SyncNetColorConfig", "sync_loss"]
 
 @dataclass(frozen=True)
 class SyncNetColorConfig(ModelConfig):
-    """The release expert has no size options; only the weights' colour order varies."""
+    """Sizes of the expert: the release is ``width=1``; only the weights' colour order varies there."""
+
+    width: float = 1.0  # channel multiplier of both branches (0.25: an expert that trains on a CPU)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
 
 
 def _res(c: int, n: int) -> list[nn.Module]:
@@ -32,7 +39,8 @@ class SyncNetColor(nn.Module):
 
     Face branch on ``(B, 15, 48, 96)`` (5 frames concatenated frame-major), audio branch on
     ``(B, 1, 80, 16)``; both end in a ReLU and are flattened to 512 and L2-normalised, so the
-    cosine similarity lies in [0, 1].  About 16.4 M parameters.
+    cosine similarity lies in [0, 1].  About 16.4 M parameters (``width=1``; embeddings of
+    ``512 * width``).
     """
 
     n_frames = 5
@@ -40,18 +48,19 @@ class SyncNetColor(nn.Module):
 
     def __init__(self, config: SyncNetColorConfig | None = None) -> None:
         super().__init__()
-        self.config = config or SyncNetColorConfig()
+        self.config = cfg = config or SyncNetColorConfig()
+        c32, c64, c128, c256, c512 = (max(1, round(c * cfg.width)) for c in (32, 64, 128, 256, 512))
         self.face_encoder = nn.Sequential(
-            ConvUnit(15, 32, 7, 1, 3),  # 48x96
-            ConvUnit(32, 64, 5, (1, 2), 1), *_res(64, 2),  # 46x47
-            ConvUnit(64, 128, 3, 2, 1), *_res(128, 3),  # 23x24
-            ConvUnit(128, 256, 3, 2, 1), *_res(256, 2),  # 12x12
-            ConvUnit(256, 512, 3, 2, 1), *_res(512, 2),  # 6x6
-            ConvUnit(512, 512, 3, 2, 1),  # 3x3
-            ConvUnit(512, 512, 3, 1, 0),  # 1x1
-            ConvUnit(512, 512, 1, 1, 0),
+            ConvUnit(15, c32, 7, 1, 3),  # 48x96
+            ConvUnit(c32, c64, 5, (1, 2), 1), *_res(c64, 2),  # 46x47
+            ConvUnit(c64, c128, 3, 2, 1), *_res(c128, 3),  # 23x24
+            ConvUnit(c128, c256, 3, 2, 1), *_res(c256, 2),  # 12x12
+            ConvUnit(c256, c512, 3, 2, 1), *_res(c512, 2),  # 6x6
+            ConvUnit(c512, c512, 3, 2, 1),  # 3x3
+            ConvUnit(c512, c512, 3, 1, 0),  # 1x1
+            ConvUnit(c512, c512, 1, 1, 0),
         )
-        self.audio_encoder = audio_encoder((2, 2, 2, 2))
+        self.audio_encoder = audio_encoder((2, 2, 2, 2), cfg.width)
 
     @property
     def weights_colour(self) -> str:
@@ -81,7 +90,7 @@ class SyncNetColor(nn.Module):
 
         Returns
         -------
-        (audio_embedding, face_embedding), each ``(B, 512)``, L2-normalised, non-negative.
+        (audio_embedding, face_embedding), each ``(B, 512 * width)``, L2-normalised, non-negative.
         """
         if mels.ndim != 4 or tuple(mels.shape[1:]) != (1, 80, 16):
             raise ValueError(f"mels must be (B, 1, 80, 16), got {tuple(mels.shape)}")

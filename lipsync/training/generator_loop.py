@@ -4,7 +4,10 @@ Recipe (REFERENCE.md 2)::
 
     loss = sync_wt * sync + disc_wt * adv + (1 - sync_wt - disc_wt) * L1
 
-- L1 between generated and true frames (whole faces);
+- L1 between generated and true frames (whole faces), plus ``mouth_wt`` times the L1 inside the
+  lips' region (``mouth`` of the dataset; 0 by default as in Wav2Lip).  The lips cover a few
+  percent of the face, so plain L1 learns the face long before the mouth; weighting them makes
+  the audio matter to the loss early, which is what lets small CPU runs learn to lip-sync;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from lipsync.checkpoints import CheckpointError, load
 from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import LipSyncDataset, fixed_keys
-from lipsync.models import GENERATORS, MarlinSyncNet, QualityDisc, create_model
+from lipsync.models import GENERATORS, MarlinLipGenerator, MarlinSyncNet, QualityDisc, SyncNetColor, create_model
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -81,6 +84,8 @@ class GeneratorTrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     disc_lr: float = 1e-4
+    mouth_wt: float = 0.0  # extra weight of the L1 inside the lips' region
+    train_frames: int = 0  # MARLIN generators: decode a random run of this many frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
     sync_from_start: bool = False
@@ -115,6 +120,20 @@ def _load_expert(cfg: GeneratorTrainConfig, frames: int, device: torch.device) -
     return expert.to(device).eval().requires_grad_(False)
 
 
+def _decoded_frames(cfg: GeneratorTrainConfig, gen: torch.nn.Module, frames: int,
+                    expert: torch.nn.Module | None) -> int:
+    """Frames of each sample the generator decodes in a training step (``cfg.train_frames``)."""
+    if cfg.train_frames <= 0 or cfg.train_frames >= frames:
+        return frames
+    if not isinstance(gen, MarlinLipGenerator):
+        raise TrainingError(f"train_frames applies to MARLIN generators (16-frame windows), not {cfg.model}")
+    if isinstance(expert, MarlinSyncNet):
+        raise TrainingError(f"train_frames {cfg.train_frames}: the 16-frame MARLIN expert needs whole windows")
+    if isinstance(expert, SyncNetColor) and cfg.train_frames < expert.n_frames:
+        raise TrainingError(f"train_frames {cfg.train_frames}: the expert needs runs of {expert.n_frames} frames")
+    return cfg.train_frames
+
+
 def _load_disc(cfg: GeneratorTrainConfig) -> QualityDisc | None:
     if cfg.disc_wt <= 0:
         return None
@@ -142,6 +161,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     gen = build_model(cfg.model, dict(cfg.overrides), cfg.init, GENERATORS, cfg.marlin_checkpoint)
     frames = gen.frames_per_window if gen.frames_per_window > 1 else 5
     expert = _load_expert(cfg, frames, acc.device)
+    decoded = _decoded_frames(cfg, gen, frames, expert)
     disc = _load_disc(cfg)
     train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size),
                                           cfg.data, cfg.val_fraction)
@@ -215,12 +235,25 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         for step in range(start, cfg.steps):
             batch = next(batches)
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
-            mels = batch["mels"].to(acc.device)
+            mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             with acc.autocast():
-                pred = ddp(faces, mels)
+                if decoded < frames:  # a random run of `decoded` frames of each window
+                    first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
+                    pick = (first + torch.arange(decoded)).to(acc.device)
+                    pred = ddp(faces, mels, frames=pick)
+                    rows = pick[:, None, :, None, None]
+                    target = target.gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
+                    mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
+                    mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
+                else:
+                    pred = ddp(faces, mels)
             pred = pred.float()
             l1 = F.l1_loss(pred, target)
             losses = {"l1": l1}
+            recon = l1
+            if cfg.mouth_wt > 0:
+                losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
+                recon = l1 + cfg.mouth_wt * losses["mouth"]
             if expert is not None:
                 with torch.set_grad_enabled(sync_wt > 0), acc.autocast():
                     sim = expert_similarity(expert, pred, mels, batch["window_mel"].to(acc.device))
@@ -229,7 +262,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 with acc.autocast():
                     losses["adv"] = bce(disc(disc_input(pred)), 1.0)
             disc_wt = cfg.disc_wt if disc is not None else 0.0
-            loss = (1.0 - sync_wt - disc_wt) * l1 + disc_wt * losses.get("adv", 0.0) + \
+            loss = (1.0 - sync_wt - disc_wt) * recon + disc_wt * losses.get("adv", 0.0) + \
                 sync_wt * losses.get("sync", 0.0)
             losses["loss"] = loss
             check_finite(losses, step, acc, state_path if state_path.exists() else None)
