@@ -9,12 +9,12 @@ Wav2Lip-size generator) it dubs a clip with
 
 * ``engine``: ``lipsync.LipSync.dub`` with its default options (streaming, threaded
   decode/detect/encode, BatchNorm folded, bf16 where the CPU has it and the model agrees with
-  fp32, face detector on every 3rd frame with the face mesh following in between, RGB -> YUV
-  by OpenCV, one x264 thread per four cores), and
+  fp32, face detector on every 3rd frame with the face mesh following in between, one x264
+  thread per four CPU cores), and
 * ``naive``: a straightforward implementation like the public release's script: every frame
   decoded into a list first, then detection on every frame, cropping, generation (eager fp32
-  model, batches of the same size), blending and encoding (PyAV's own RGB -> YUV conversion,
-  x264's default threads), one stage after the other.
+  model, batches of the same size), blending and encoding (x264's default threads), one stage
+  after the other.
 
 and prints frames per second, seconds per stage, CPU seconds and peak RSS.  Each run is a
 separate subprocess, so peak RSS is per run.  The memory part dubs a 10 s and a 5 min input at
@@ -141,7 +141,7 @@ def naive_dub(video: Path, audio: Path, out: Path, model, batch_size: int) -> di
     times["blend"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     writer = DubWriter(out, (info.width, info.height), info.fps, str(audio), len(wav) / 16000,
-                       threads=0, yuv_conversion="swscale")
+                       threads=0)
     for img in outputs:
         writer.write(img)
     writer.close()
@@ -162,7 +162,6 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
 
     from lipsync.inference.options import DubOptions
     from lipsync.inference.runner import GeneratorRunner
-    from lipsync.inference.writer import rgb_to_yuv420p
     from lipsync.models import create_model
     from marlin.face import FaceDetector, FaceTracker, TrackConfig, paste_back, wav2lip_crop
     from marlin.video import iter_frames
@@ -194,19 +193,6 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
                     c.mux(p)
 
             out["encode"] = clock(encode, n)
-        with av.open(str(Path(tmp) / "q.mp4"), "w") as c:  # the engine's way: OpenCV converts to YUV
-            s = c.add_stream("libx264", rate=25)
-            s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", {"crf": "18", "preset": "veryfast"}
-            s.codec_context.thread_count = 1
-
-            def encode_yuv():
-                for f in frames:
-                    for p in s.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format="yuv420p")):
-                        c.mux(p)
-                for p in s.encode():
-                    c.mux(p)
-
-            out["encode opencv-yuv"] = clock(encode_yuv, n)
         out["decode"] = clock(lambda: sum(1 for _ in iter_frames(path)), n)
     det = FaceDetector("mediapipe")
     every = DubOptions().detect_every
@@ -238,10 +224,10 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
 def print_profile(label: str, prof: dict[str, float], models: list[str]) -> None:
     common = ("decode", "detect", "crop", "blend", "encode")
     print(f"{label}: CPU ms/frame, one thread: " + ", ".join(f"{k} {prof[k]:.1f}" for k in common))
-    engine_keys = [k for k in prof if k.startswith("detect every") or k == "encode opencv-yuv"]
+    engine_keys = [k for k in prof if k.startswith("detect every")]
     print(f"{'':<6}engine's settings: " + ", ".join(f"{k} {prof[k]:.1f}" for k in engine_keys))
     base = sum(prof[k] for k in common)
-    engine_base = base + sum(prof[k] for k in engine_keys) - prof["detect"] - prof["encode"]
+    engine_base = base + sum(prof[k] for k in engine_keys) - prof["detect"]
     for model in models:
         for key, v in prof.items():
             if key.startswith(f"generate {model} "):

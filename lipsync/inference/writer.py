@@ -8,12 +8,9 @@ Audio is decoded from its source file at its own sample rate (not the 16 kHz use
 model's features) and interleaved with the video as the frames arrive, so neither the
 decoded audio nor the muxer's interleaving queue grows with the video's length.
 
-Encoding cost (720p, one core): RGB -> YUV 4:2:0 is done with OpenCV (about 1.5 ms a frame,
-against 3.5-4.5 ms for libswscale's rgb24 path; same BT.601 limited-range matrix, chroma as the
-mean of each 2x2 block, round trip at least as close to the RGB frame), and x264 gets one
-thread per four CPU cores when the generator runs on the CPU (the cores are busy generating;
-x264's default of 1.5 threads per core spends about 10% more CPU on frame threading), its own
-default with a GPU.
+x264 gets one thread per four CPU cores when the generator runs on the CPU (the cores are busy
+generating, and x264's default of 1.5 threads per core spends 5-10% more CPU time on frame
+threading), and its own default with a GPU.
 """
 
 from __future__ import annotations
@@ -26,17 +23,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from .options import DubError
 
 log = logging.getLogger(__name__)
-
-YUV_CONVERSIONS = ("opencv", "swscale")
-
-# BT.601 limited-range Cb, Cr rows (x 255) and offsets: libswscale's matrix for untagged yuv420p.
-_CHROMA = np.array([[-37.797, -74.203, 112.0, 128 * 255], [112.0, -93.786, -18.214, 128 * 255]]) / 255
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
@@ -68,29 +59,6 @@ def audio_format(path: str) -> tuple[int, str]:
     return (rate if rate in AAC_RATES else 48000), ("mono" if channels == 1 else "stereo")
 
 
-def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """Planar YUV 4:2:0 (BT.601, limited range) of an RGB frame, in PyAV's ``yuv420p`` layout.
-
-    Parameters
-    ----------
-    rgb : (H, W, 3) uint8 RGB, H and W even
-
-    Returns
-    -------
-    (H * 3 // 2, W) uint8: the Y plane, then U and V (each H/2 x W/2) packed row after row.
-    Chroma is computed from the mean RGB of each 2x2 block (OpenCV's own I420 conversion
-    samples one pixel of four, which aliases on sharp edges).
-    """
-    h, w = rgb.shape[:2]
-    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # its luma is exact; chroma is replaced below
-    uv = cv2.transform(cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA), _CHROMA)
-    flat = out.reshape(-1)
-    n = h * w
-    flat[n: n + n // 4] = uv[..., 0].reshape(-1)
-    flat[n + n // 4:] = uv[..., 1].reshape(-1)
-    return out
-
-
 def default_encoder_threads(device_type: str) -> int:
     """x264 threads for a run whose generator runs on ``device_type`` (0: x264 decides).
 
@@ -120,15 +88,11 @@ class DubWriter:
     pad_audio_to_video : when the video ends up longer than the audio (``--keep-video``), fill
         the rest of the audio track with silence
     threads : x264 threads (0: x264's default, 1.5 per core; see :func:`default_encoder_threads`)
-    yuv_conversion : ``"opencv"`` (:func:`rgb_to_yuv420p`, faster) or ``"swscale"`` (PyAV's
-        own conversion; always used for odd frame sizes, which are encoded as 4:4:4)
     """
 
     def __init__(self, out: str | os.PathLike, size: tuple[int, int], fps: Fraction, audio_path: str,
                  audio_seconds: float, crf: int = 18, preset: str = "veryfast",
-                 pad_audio_to_video: bool = False, threads: int = 0, yuv_conversion: str = "opencv") -> None:
-        if yuv_conversion not in YUV_CONVERSIONS:
-            raise ValueError(f"yuv_conversion must be one of {YUV_CONVERSIONS}, got {yuv_conversion!r}")
+                 pad_audio_to_video: bool = False, threads: int = 0) -> None:
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
         self.out = Path(out)
@@ -145,7 +109,6 @@ class DubWriter:
             self.video.width, self.video.height = width, height
             # yuv420p needs even sizes; odd sizes keep the exact resolution with 4:4:4 chroma.
             self.video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            self._convert = yuv_conversion == "opencv" and self.video.pix_fmt == "yuv420p"
             self.video.codec_context.thread_count = int(threads)
             self.video.codec_context.time_base = Fraction(1, 1) / self.fps
             self.video.options = {"crf": str(int(crf)), "preset": preset}
@@ -193,10 +156,7 @@ class DubWriter:
     # -- video ---------------------------------------------------------------------------
     def write(self, rgb: np.ndarray) -> None:
         """Append one RGB uint8 (H, W, 3) frame."""
-        if self._convert:
-            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(np.ascontiguousarray(rgb)), format="yuv420p")
-        else:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         frame.time_base = self.video.codec_context.time_base
         for packet in self.video.encode(frame):
