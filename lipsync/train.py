@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra weight of the L1 inside the lips' region (0: plain L1 as in Wav2Lip; "
                         "a few, e.g. 4, makes small runs learn the mouth sooner)")
     p.add_argument("--train-frames", type=int, default=0,
-                   help="MARLIN generators: decode a random run of this many of each window's 16 frames "
-                        "per step (0: all 16; 5 with a 5-frame expert trains about 3x more windows per second)")
+                   help="MARLIN generators: decode a random run of this many of each window's 16 "
+                        "frames per step (0: all 16; 5 with a 5-frame expert trains about 3x more "
+                        "windows per second)")
     p.add_argument("--sync-wt", type=float, default=0.03, help="weight of the sync loss once on")
     p.add_argument("--sync-threshold", type=float, default=0.75,
                    help="switch the sync loss on when the eval sync loss falls below this")

@@ -220,7 +220,8 @@ def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, nar
         regions[:, 32:40, 16:32] = 5
         np.save(data / cid / "regions.npy", regions)
     out = tmp_path / "run"
-    args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2", "--model", "marlin_lip_tiny",
+    args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2",
+            "--model", "marlin_lip_tiny",
             "--set", "img_size=48", "--set", "encoder_init=random", "--disc-wt", "0", "--sample-every", "0",
             "--expert", str(expert), "--sync-from-start", "--log-every", "1"]
     assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--train-frames", "5"]) == 0

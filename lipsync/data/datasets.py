@@ -209,11 +209,13 @@ class LipSyncDataset(_ClipSet):
         if clip.regions is None:
             return torch.zeros(1, count, size, size)
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        lips = torch.from_numpy(np.ascontiguousarray(clip.regions[idx] == REGIONS["mouth"])).float()[:, None]
+        lips = clip.regions[idx] == REGIONS["mouth"]
+        lips = torch.from_numpy(np.ascontiguousarray(lips)).float()[:, None]
         grow = max(1, clip.size // 16)  # the lips' surroundings (chin, teeth shadow) move with them
         lips = F.max_pool2d(lips, 2 * grow + 1, stride=1, padding=grow)
         if lips.shape[-1] != size:
-            lips = F.interpolate(lips, size=(size, size), mode="bilinear", align_corners=False).gt_(0.5).float()
+            lips = F.interpolate(lips, size=(size, size), mode="bilinear", align_corners=False)
+            lips = lips.gt_(0.5).float()
         return lips.transpose(0, 1)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:

@@ -53,7 +53,8 @@ MODELS: dict[str, ModelSpec] = {
     "syncnet_color": ModelSpec("syncnet_color", SyncNetColorConfig(), "Wav2Lip expert SyncNet, 5 frames"),
     "quality_disc": ModelSpec("quality_disc", QualityDiscConfig(), "Wav2Lip visual quality discriminator"),
     "syncnet_color_tiny": ModelSpec("syncnet_color", SyncNetColorConfig(width=0.25),
-                                    "expert SyncNet at a quarter of the width (1 M parameters), trains on a CPU"),
+                                    "expert SyncNet at a quarter of the width (1 M parameters), "
+                                    "trains on a CPU"),
     "quality_disc_tiny": ModelSpec("quality_disc", QualityDiscConfig(width=0.25),
                                    "quality discriminator at a quarter of the width, trains on a CPU"),
     "syncnet_v2": ModelSpec("syncnet_v2", SyncNetV2Config(), "SyncNet v2 for LSE-D / LSE-C (evaluation)"),

@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from lipsync.checkpoints import CheckpointError, load
 from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import LipSyncDataset, fixed_keys
-from lipsync.models import GENERATORS, MarlinLipGenerator, MarlinSyncNet, QualityDisc, SyncNetColor, create_model
+from lipsync.models import (
+    GENERATORS,
+    MarlinLipGenerator,
+    MarlinSyncNet,
+    QualityDisc,
+    SyncNetColor,
+    create_model,
+)
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -85,7 +92,7 @@ class GeneratorTrainConfig:
     lr: float = 1e-4
     disc_lr: float = 1e-4
     mouth_wt: float = 0.0  # extra weight of the L1 inside the lips' region
-    train_frames: int = 0  # MARLIN generators: decode a random run of this many frames per window (0: all)
+    train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
     sync_from_start: bool = False
@@ -126,11 +133,14 @@ def _decoded_frames(cfg: GeneratorTrainConfig, gen: torch.nn.Module, frames: int
     if cfg.train_frames <= 0 or cfg.train_frames >= frames:
         return frames
     if not isinstance(gen, MarlinLipGenerator):
-        raise TrainingError(f"train_frames applies to MARLIN generators (16-frame windows), not {cfg.model}")
+        raise TrainingError(f"train_frames applies to MARLIN generators (16-frame windows), "
+                            f"not {cfg.model}")
     if isinstance(expert, MarlinSyncNet):
-        raise TrainingError(f"train_frames {cfg.train_frames}: the 16-frame MARLIN expert needs whole windows")
+        raise TrainingError(f"train_frames {cfg.train_frames}: the 16-frame MARLIN expert needs "
+                            "whole windows")
     if isinstance(expert, SyncNetColor) and cfg.train_frames < expert.n_frames:
-        raise TrainingError(f"train_frames {cfg.train_frames}: the expert needs runs of {expert.n_frames} frames")
+        raise TrainingError(f"train_frames {cfg.train_frames}: the expert needs runs of "
+                            f"{expert.n_frames} frames")
     return cfg.train_frames
 
 
