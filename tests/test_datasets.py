@@ -78,6 +78,9 @@ def test_generator_samples(data):
     assert a["faces"][:3, :, 16:].abs().max() == 0  # lower half of the target masked ...
     assert torch.equal(a["faces"][:3, :, :16], a["target"][:, :, :16])  # ... upper half kept
     assert a["ref_start"] != a["start"]
+    for seed in range(40):  # the reference window never overlaps the target window
+        item = ds[(seed % 2, seed)]
+        assert abs(item["ref_start"] - item["start"]) >= 5 and 0 <= item["ref_start"] <= 55
     starts = {ds[(0, s)]["start"] for s in range(30)}
     assert len(starts) > 5 and max(starts) <= 55
     # per-frame mels are exactly audio.mel_windows(..., "inference") of the clip's audio

@@ -177,7 +177,8 @@ class LipSyncDataset(_ClipSet):
     Items (dict)
     ------------
     faces : (6, T, S, S) float32 RGB in [0, 1]: channels 0-2 the target with rows ``S//2:``
-        zeroed, 3-5 the reference window (T other frames of the same clip).
+        zeroed, 3-5 the reference window (T other frames of the same clip, not overlapping the
+        target's where the clip is long enough; see :meth:`starts`).
     target : (3, T, S, S) float32 the true frames.
     mels : (T, 1, 80, 16) float32 in [-4, 4], frame ``i``'s window ("inference" convention).
     window_mel : (1, 80, mel_columns(T)) the audio of the whole run (the sync experts' input).
@@ -192,16 +193,23 @@ class LipSyncDataset(_ClipSet):
         self.size = size
 
     def starts(self, index: int, rng: np.random.Generator | None) -> tuple[int, int]:
-        """(target start, reference start) of a sample; fixed (centre, then farthest) without ``rng``."""
+        """(target start, reference start) of a sample; fixed (centre, then farthest) without ``rng``.
+
+        The reference window never overlaps the target window (when the clip is long enough:
+        otherwise it is the farthest start).  Inference takes the input frames themselves as the
+        reference, so a generator must learn to ignore the reference's mouth; a reference a few
+        frames from the target has nearly the same mouth and teaches it to copy it instead, and
+        the dub would then follow the original speech.
+        """
         room = int(self.lengths[index]) - self.n_frames  # valid starts: 0 .. room
         if rng is None:
             start = room // 2
-            ref = 0 if start - 0 >= room - start else room
-        else:
-            start = int(rng.integers(0, room + 1))
-            ref = int(rng.integers(0, room)) if room > 0 else 0
-            ref = ref + 1 if room > 0 and ref >= start else ref  # any other start
-        return start, ref
+            return start, 0 if start - 0 >= room - start else room
+        start = int(rng.integers(0, room + 1))
+        far = np.r_[0:max(start - self.n_frames + 1, 0), min(start + self.n_frames, room + 1):room + 1]
+        if len(far):
+            return start, int(rng.choice(far))
+        return start, 0 if start >= room - start else room
 
     def mouth(self, index: int, start: int, count: int, size: int) -> torch.Tensor:
         """(1, count, size, size) float32 lips mask of frames from ``start`` (zeros without regions)."""
