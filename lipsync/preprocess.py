@@ -29,20 +29,20 @@ import argparse
 import concurrent.futures as cf
 import json
 import logging
-import math
 import multiprocessing
 import sys
-import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from marlin.cli import HelpFormatter
-from marlin.data import VIDEO_SUFFIXES, DataError, list_clips, write_clip
+from marlin.data import DataError, list_clips, write_clip
 from marlin.training import atomic_write
+
+from .data.sources import IMAGE_SUFFIXES, Source, SourceResult, find_sources, write_split
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ __all__ = ["PreprocessConfig", "Source", "SourceResult", "REASONS", "find_source
 FPS = 25
 SAMPLES_PER_FRAME = 16000 // FPS
 REASONS = ("unreadable", "no audio", "no face", "too short")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RECORDS = ".preprocess"
 
 
@@ -69,104 +68,10 @@ class PreprocessConfig:
     regions: bool = True  # write MARLIN region maps (needs landmarks)
 
 
-@dataclass(frozen=True)
-class Source:
-    """One input: a video file or a Wav2Lip-layout frame folder."""
-
-    path: Path
-    clip_id: str
-    identity: str
-    kind: str  # "video" or "frames"
-
-
-@dataclass
-class SourceResult:
-    """What became of one source: clip ids written, or the reason it was skipped."""
-
-    source: str
-    clips: list[str] = field(default_factory=list)
-    reason: str | None = None  # one of REASONS when skipped
-    detail: str = ""
-    reused: bool = False  # done by an earlier run
-
-
 class _Skip(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
-
-
-# --------------------------------------------------------------------------- finding sources
-def _is_frame_dir(path: Path) -> bool:
-    return (path / "audio.wav").is_file() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
-
-
-def _manifest_identities(folder: Path) -> dict[str, str]:
-    """Video file name -> identity from a ``lipsync.data.synthetic`` manifest.json, if any."""
-    try:
-        data = json.loads((folder / "manifest.json").read_text())
-        return {c["video"]: f"id{c['identity']}" for c in data.get("clips", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-def _source(path: Path, base: Path, kind: str, manifests: dict[Path, dict[str, str]]) -> Source:
-    rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
-    parts = rel.with_suffix("").parts if kind == "video" else rel.parts
-    clip_id = "__".join(parts) or path.stem
-    if path.parent not in manifests:
-        manifests[path.parent] = _manifest_identities(path.parent)
-    identity = manifests[path.parent].get(path.name)
-    if identity is None:  # the folder above the clip names the speaker / source video, when nested
-        identity = rel.parent.name if len(rel.parts) > 1 else clip_id
-    return Source(path, clip_id, identity, kind)
-
-
-def find_sources(input: str | Path, root: str | Path | None = None
-                 ) -> tuple[list[Source], list[SourceResult]]:
-    """Sources under a folder, a single video, or listed in a file list.
-
-    Returns the sources and ``unreadable`` results for list entries that do not exist.
-    Raises :class:`DataError` when ``input`` does not exist or holds nothing usable.
-    """
-    input = Path(input)
-    manifests: dict[Path, dict[str, str]] = {}
-    missing: list[SourceResult] = []
-    if not input.exists():
-        raise DataError(f"{input}: no such file or folder")
-    if input.is_file() and input.suffix.lower() in VIDEO_SUFFIXES:
-        return [_source(input, input.parent, "video", manifests)], []
-    if input.is_file():
-        base = Path(root) if root is not None else input.parent
-        sources = []
-        for line in input.read_text(errors="replace").splitlines():
-            entry = line.split()[0] if line.strip() else ""
-            if not entry or entry.startswith("#"):
-                continue
-            path = Path(entry) if Path(entry).is_absolute() else base / entry
-            if path.is_dir() and _is_frame_dir(path):
-                sources.append(_source(path, base, "frames", manifests))
-            elif path.is_file() or path.with_name(path.name + ".mp4").is_file():
-                path = path if path.is_file() else path.with_name(path.name + ".mp4")
-                sources.append(_source(path, base, "video", manifests))
-            else:
-                missing.append(SourceResult(str(path), reason="unreadable",
-                                            detail="no such video or frame folder"))
-        if not sources and not missing:
-            raise DataError(f"{input}: the file list names no videos")
-        return sources, missing
-    sources, frame_dirs = [], set()
-    for path in sorted(input.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(input).parts):
-            continue
-        if path.is_dir() and _is_frame_dir(path):
-            sources.append(_source(path, input, "frames", manifests))
-            frame_dirs.add(path)
-        elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and frame_dirs.isdisjoint(path.parents):
-            sources.append(_source(path, input, "video", manifests))
-    if not sources:
-        raise DataError(f"{input}: no videos ({', '.join(VIDEO_SUFFIXES)}) and no Wav2Lip frame folders")
-    return sources, missing
 
 
 # --------------------------------------------------------------------------- per-source work
@@ -368,34 +273,6 @@ def process_source(src: Source, out: str | Path, cfg: PreprocessConfig) -> Sourc
 
 def _work(job: tuple[Source, str, PreprocessConfig]) -> SourceResult:
     return process_source(*job)
-
-
-# --------------------------------------------------------------------------- split / driver
-def _order(name: str) -> tuple[int, str]:
-    return zlib.crc32(name.encode()), name
-
-
-def write_split(out: str | Path, val_fraction: float = 0.1) -> tuple[list[str], list[str]]:
-    """Write ``train.txt`` / ``val.txt`` for every clip in ``out``; returns (train, val).
-
-    Identities (``meta.json``) are ordered by a CRC32 of their name and the first
-    ``ceil(val_fraction * n)`` go to val, keeping at least one for training.  With one identity
-    the clips are split the same way, so a single speaker still gets a val set.
-    """
-    out = Path(out)
-    groups: dict[str, list[str]] = {}
-    for cid in list_clips(out):
-        ident = json.loads((out / cid / "meta.json").read_text()).get("identity") or cid
-        groups.setdefault(str(ident), []).append(cid)
-    if len(groups) == 1:
-        groups = {c: [c] for c in next(iter(groups.values()))}
-    names = sorted(groups, key=_order)
-    n_val = min(len(names) - 1, math.ceil(val_fraction * len(names))) if val_fraction > 0 else 0
-    val = sorted(c for g in names[:n_val] for c in groups[g])
-    train = sorted(c for g in names[n_val:] for c in groups[g])
-    for name, ids in (("train.txt", train), ("val.txt", val)):
-        atomic_write(out / name, lambda f, ids=ids: f.write("".join(f"{c}\n" for c in ids).encode()))
-    return train, val
 
 
 def _iter_results(sources: list[Source], out: Path, cfg: PreprocessConfig, workers: int
