@@ -212,24 +212,36 @@ def test_bad_input_gives_one_line_error(data, tmp_path, capsys):
 
 
 def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, narrow, capsys):
-    """--mouth-wt adds the lips' L1; --train-frames decodes 5-frame runs that the expert scores."""
+    """--mouth-wt adds the lips' L1, --opening-wt the opening read-out; --train-frames decodes
+    5-frame runs that the expert scores."""
     data = tmp_path / "lips"
     talking_clips(data, n=3, n_frames=40, size=48)
     for cid in ("talk0", "talk1", "talk2"):  # region maps with a lips patch (id 5)
         regions = np.ones((40, 48, 48), np.uint8)
         regions[:, 32:40, 16:32] = 5
         np.save(data / cid / "regions.npy", regions)
+        rng = np.random.default_rng(len(cid))  # landmarks whose lip gap varies from frame to frame
+        np.save(data / cid / "landmarks.npy", rng.uniform(0, 48, (40, 478, 2)).astype(np.float32))
     out = tmp_path / "run"
     args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2",
             "--model", "marlin_lip_tiny",
             "--set", "img_size=48", "--set", "encoder_init=random", "--disc-wt", "0", "--sample-every", "0",
             "--expert", str(expert), "--sync-from-start", "--log-every", "1"]
-    assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--train-frames", "5"]) == 0
+    assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--opening-wt", "0.5",
+                 "--train-frames", "5"]) == 0
     logged = metrics(out)
-    assert logged[(2, "train/mouth")] > 0 and (2, "train/sync") in logged
+    assert logged[(2, "train/mouth")] > 0 and logged[(2, "train/opening")] > 0 and (2, "train/sync") in logged
     l1, mouth, sync = logged[(2, "train/l1")], logged[(2, "train/mouth")], logged[(2, "train/sync")]
-    # the logged loss is the documented mix: (1 - sync_wt) * (L1 + mouth_wt * mouth) + sync_wt * sync
-    assert logged[(2, "train/loss")] == pytest.approx(0.97 * (l1 + 3 * mouth) + 0.03 * sync, rel=1e-4)
+    opening = logged[(2, "train/opening")]
+    # the logged loss is the documented mix:
+    # (1 - sync_wt) * (L1 + mouth_wt * mouth + opening_wt * opening) + sync_wt * sync
+    want = 0.97 * (l1 + 3 * mouth + 0.5 * opening) + 0.03 * sync
+    assert logged[(2, "train/loss")] == pytest.approx(want, rel=1e-4)
+    # the read-out head is part of the training state (exact resume), not of the generator
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert "opening_head" in state["models"]
+    saved = checkpoints.load(out / "generator.safetensors").model.state_dict()
+    assert set(saved) == set(registry.create_model("marlin_lip_tiny", img_size=48).state_dict())
     # the 5-frame expert cannot score runs shorter than 5 frames; Wav2Lip has no 16-frame windows
     assert cli([*args, "--out", str(tmp_path / "short"), "--steps", "1", "--train-frames", "3"]) == 2
     assert "runs of 5 frames" in capsys.readouterr().err

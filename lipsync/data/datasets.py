@@ -37,6 +37,8 @@ from audio import AudioError, load_audio, mel_window_starts, melspectrogram
 from marlin.data import Clip, DataError, read_clip, split_clips
 from marlin.face.regions import REGIONS
 
+from .sync_measure import mouth_opening
+
 log = logging.getLogger(__name__)
 
 __all__ = ["FPS", "mel_columns", "frame_mel_start", "LipSyncDataset", "SyncDataset", "fixed_keys",
@@ -184,6 +186,9 @@ class LipSyncDataset(_ClipSet):
     window_mel : (1, 80, mel_columns(T)) the audio of the whole run (the sync experts' input).
     mouth : (1, T, S, S) float32 in {0, 1}: the lips' region (regions.npy id 5) grown by about
         S/16 pixels, for a mouth-weighted loss; all zeros for clips preprocessed without regions.
+    opening : (T,) float32 inner-lip opening of each target frame relative to the eye-corner
+        distance (``lipsync.data.sync_measure.mouth_opening`` of the stored landmarks; about 0
+        closed, 0.3-0.5 wide open), NaN for clips without mediapipe landmarks.
     index, start, ref_start : ints.
     """
 
@@ -226,6 +231,14 @@ class LipSyncDataset(_ClipSet):
             lips = lips.gt_(0.5).float()
         return lips.transpose(0, 1)
 
+    def opening(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count,) float32 mouth opening of frames from ``start`` (NaN without mediapipe landmarks)."""
+        clip = self.clip(index)
+        if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
+            return torch.full((count,), float("nan"))
+        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
+        return torch.from_numpy(np.asarray(mouth_opening(clip.landmarks[idx]), np.float32))
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._key(key)
         start, ref = self.starts(index, rng)
@@ -238,7 +251,7 @@ class LipSyncDataset(_ClipSet):
         window = _columns(self.mel(index), frame_mel_start(start), mel_columns(t))
         return {"faces": torch.cat([masked, reference]), "target": target, "mels": mels,
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
-                "mouth": self.mouth(index, start, t, s),
+                "mouth": self.mouth(index, start, t, s), "opening": self.opening(index, start, t),
                 "index": index, "start": start, "ref_start": ref}
 
 

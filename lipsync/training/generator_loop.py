@@ -7,7 +7,13 @@ Recipe (REFERENCE.md 2)::
 - L1 between generated and true frames (whole faces), plus ``mouth_wt`` times the L1 inside the
   lips' region (``mouth`` of the dataset; 0 by default as in Wav2Lip).  The lips cover a few
   percent of the face, so plain L1 learns the face long before the mouth; weighting them makes
-  the audio matter to the loss early, which is what lets small CPU runs learn to lip-sync;
+  the audio matter to the loss early;
+- opening (``opening_wt``, 0 by default): an auxiliary read-out.  A linear head (training only, not
+  part of the saved generator) predicts each target frame's mouth opening (measured from the
+  stored landmarks) from the generator's own audio embedding, MSE on 10x the opening.  The L1
+  loss reaches the audio encoder only through the whole decoder, and in short runs it learns to
+  draw the face long before it finds the audio; the read-out makes the audio embedding carry
+  the opening from the first steps, after which the decoder learns to use it;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -92,6 +98,7 @@ class GeneratorTrainConfig:
     lr: float = 1e-4
     disc_lr: float = 1e-4
     mouth_wt: float = 0.0  # extra weight of the L1 inside the lips' region
+    opening_wt: float = 0.0  # weight of the auxiliary mouth-opening read-out of the audio embedding
     train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
@@ -125,6 +132,18 @@ def _load_expert(cfg: GeneratorTrainConfig, frames: int, device: torch.device) -
         raise TrainingError(f"--expert {cfg.expert}: a {expert.n_frames}-frame MARLIN expert needs a "
                             f"{expert.n_frames}-frame generator, this one takes {frames}-frame samples")
     return expert.to(device).eval().requires_grad_(False)
+
+
+class OpeningHead(torch.nn.Module):
+    """Training-only linear read-out of the mouth opening from a generator's audio embedding."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(generator.audio_encoder[-1].conv_block[0].out_channels, 1)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``(N, C, 1, 1)`` audio embeddings -> ``(N,)`` predicted 10x openings."""
+        return self.linear(embedding.flatten(1)).squeeze(1)
 
 
 def _decoded_frames(cfg: GeneratorTrainConfig, gen: torch.nn.Module, frames: int,
@@ -178,10 +197,16 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
 
     betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
-    opt = torch.optim.Adam(trainable(gen), lr=cfg.lr, betas=betas)
+    head = OpeningHead(gen) if cfg.opening_wt > 0 else None
+    params = trainable(gen) + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=betas)
     ddp, opt = acc.prepare(gen, opt)
     core = acc.unwrap_model(ddp)
     models, opts = {"generator": ddp}, {"generator": opt}
+    if head is not None:  # small and trained on every process alike: gradients averaged by hand
+        head = head.to(acc.device)
+        broadcast_module(head, acc)
+        models["opening_head"] = head
     if disc is not None:  # kept out of DDP (used in both losses); gradients averaged by hand
         disc = disc.to(acc.device)
         broadcast_module(disc, acc)
@@ -246,6 +271,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             batch = next(batches)
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
+            opening = batch["opening"].to(acc.device)
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
@@ -255,6 +281,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     target = target.gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
                     mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
                     mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
+                    opening = opening.gather(1, pick)
                 else:
                     pred = ddp(faces, mels)
             pred = pred.float()
@@ -264,6 +291,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             if cfg.mouth_wt > 0:
                 losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
+            if head is not None:
+                with acc.autocast():
+                    said = head(core.audio_encoder(mels.flatten(0, 1))).float()
+                known = torch.isfinite(opening.flatten())
+                losses["opening"] = F.mse_loss(said[known], 10.0 * opening.flatten()[known]) \
+                    if known.any() else said.sum() * 0.0
+                recon = recon + cfg.opening_wt * losses["opening"]
             if expert is not None:
                 with torch.set_grad_enabled(sync_wt > 0), acc.autocast():
                     sim = expert_similarity(expert, pred, mels, batch["window_mel"].to(acc.device))
@@ -278,6 +312,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             check_finite(losses, step, acc, state_path if state_path.exists() else None)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
+            if head is not None:
+                sync_gradients(head, acc)
             opt.step()
             if disc is not None:
                 with acc.autocast():
