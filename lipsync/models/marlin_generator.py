@@ -10,7 +10,13 @@ Following the MARLIN paper's description (no code was released):
   ``h x w`` and concatenated, so the first decoder block takes ``E + 6`` channels (774 for ViT-B);
 - no U-Net skips: instead a resized copy of the 6-channel input (masked target + reference) is
   concatenated at every decoder scale;
-- a sigmoid gives RGB in [0, 1].
+- a sigmoid gives RGB in [0, 1];
+- optionally (``audio_skip`` > 0, our addition, used by the tiny sizes) a narrow projection of the
+  audio embedding is broadcast and concatenated at every decoder scale as well.  In the paper's
+  layout the audio reaches the mouth only through the coarse token grid (7x7 for ``vit_tiny``),
+  and a small decoder trained for minutes on a CPU learns to copy the reference's mouth long
+  before it learns that route; next to the pixels it draws, the audio is found within a few
+  hundred steps.
 
 Which frames the encoder sees
 -----------------------------
@@ -58,12 +64,15 @@ class MarlinLipConfig(ModelConfig):
     n_res: int = 2  # residual units per decoder scale
     audio_width: float = 1.0  # width multiplier of the Wav2Lip audio encoder
     output_channels: int = 32  # width of the last 3x3 convolution before the RGB 1x1 (Wav2Lip: 32)
+    audio_skip: int = 0  # audio channels also given to every decoder scale (0: the paper's layout)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         get_config(self.marlin)  # raises ValueError naming the valid sizes
         if self.encoder_frames not in ("reference", "masked"):
             raise ValueError(f"encoder_frames {self.encoder_frames!r}: choose 'reference' or 'masked'")
+        if self.audio_skip < 0:
+            raise ValueError(f"audio_skip must be >= 0, got {self.audio_skip}")
         if self.encoder_init not in ("marlin", "random"):
             raise ValueError(f"encoder_init {self.encoder_init!r}: choose 'marlin' or 'random'")
         need = len(decoder_scales(get_config(self.marlin).grid[1], self.img_size))
@@ -110,19 +119,23 @@ class MarlinLipGenerator(nn.Module):
         self.encoder = build_encoder(cfg.marlin)
         half = self.marlin_config.encoder_dim // self.marlin_config.tubelet_size
         self.audio_encoder = audio_encoder((2, 2, 2, 1), cfg.audio_width)
-        self.audio_proj = ConvUnit(self.audio_encoder[-1].conv_block[0].out_channels, half, 1)
+        audio_channels = self.audio_encoder[-1].conv_block[0].out_channels
+        self.audio_proj = ConvUnit(audio_channels, half, 1)
+        extra = 6 + cfg.audio_skip  # concatenated at every scale: the input, resized; audio maps
+        if cfg.audio_skip:
+            self.audio_skip_proj = ConvUnit(audio_channels, cfg.audio_skip, 1)
         self.scales = decoder_scales(self.marlin_config.grid[1], cfg.img_size)
         blocks = []
         cin = 2 * half
         for cout in cfg.decoder_channels[: len(self.scales)]:
-            units = [ConvUnit(cin + 6, cout, 3, 1, 1)]
+            units = [ConvUnit(cin + extra, cout, 3, 1, 1)]
             units += [ConvUnit(cout, cout, 3, 1, 1, residual=True) for _ in range(cfg.n_res)]
             blocks.append(nn.Sequential(*units))
             cin = cout
         self.decoder_blocks = nn.ModuleList(blocks)
         width = cfg.output_channels
         self.output_block = nn.Sequential(  # the input again at full size, a 3x3 unit, a 1x1 to RGB
-            ConvUnit(cin + 6, width, 3, 1, 1), nn.Conv2d(width, 3, 1), nn.Sigmoid())
+            ConvUnit(cin + extra, width, 3, 1, 1), nn.Conv2d(width, 3, 1), nn.Sigmoid())
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -211,14 +224,22 @@ class MarlinLipGenerator(nn.Module):
                 raise ValueError(f"frames must index the {t} frames of each sample")
             rows = (frames + t * torch.arange(frames.shape[0], device=frames.device)[:, None]).flatten()
             x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
-        audio = self.audio_proj(self.audio_encoder(m))  # (N, E/2, 1, 1)
+        embedding = self.audio_encoder(m)
+        audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
+        skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         for size, block in zip(self.scales, self.decoder_blocks):
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
                 if h.shape[-1] != size else h
-            h = block(torch.cat([h, _resized(x, size)], dim=1))
-        out = self.output_block(torch.cat([h, x], dim=1))
+            h = block(torch.cat([h, *_extra(x, skip, size)], dim=1))
+        out = self.output_block(torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1))
         return unfold_frames(out, t)
+
+
+def _extra(x: Tensor, skip: Tensor | None, size: int) -> list[Tensor]:
+    """What every decoder scale gets besides the previous block's output."""
+    resized = _resized(x, size)
+    return [resized] if skip is None else [resized, skip.to(resized.dtype).expand(-1, -1, size, size)]
 
 
 def _resized(x: Tensor, size: int) -> Tensor:

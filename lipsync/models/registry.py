@@ -45,7 +45,8 @@ class ModelSpec:
     description: str
 
 
-_TINY_DECODER = dict(decoder_channels=(64, 48, 32, 24, 16, 16), n_res=1, audio_width=0.25, output_channels=16)
+_TINY_DECODER = dict(decoder_channels=(64, 48, 32, 24, 16, 16), n_res=1, audio_width=0.25, output_channels=16,
+                     audio_skip=16)
 _BASELINE = dict(encoder_init="random", freeze_encoder=False)
 
 MODELS: dict[str, ModelSpec] = {
