@@ -179,6 +179,25 @@ def test_decoding_some_frames_equals_those_frames_of_the_full_output(tiny):
         tiny(faces, mels, frames=pick[:1])
 
 
+def test_audio_skip_reaches_every_scale():
+    """With the token-grid audio route cut, audio still changes the output through audio_skip."""
+    torch.manual_seed(3)
+    faces, mels = inputs(1, 96)
+    for skip in (0, 4):
+        model = create_model("marlin_lip_tiny", **{**SMALL, "audio_skip": skip}).eval()
+        with torch.no_grad():
+            model.audio_proj.conv_block[0].weight.zero_()  # the paper's route now carries no audio
+            model.audio_proj.conv_block[0].bias.zero_()
+            for unit in model.audio_encoder:  # random weights large enough to tell audio apart
+                unit.conv_block[0].weight.normal_(0.0, 0.5)
+            diff = (model(faces, mels) - model(faces, torch.randn_like(mels))).abs().max()
+        assert (diff > 0) == (skip > 0)  # exactly independent of the audio without the skip
+        assert (model.decoder_blocks[-1][0].conv_block[0].in_channels
+                == model.config.decoder_channels[len(model.scales) - 2] + 6 + skip)
+    with pytest.raises(ValueError, match="audio_skip"):
+        MarlinLipConfig(marlin="vit_tiny", audio_skip=-1)
+
+
 def test_load_marlin_weights(tiny):
     marlin = Marlin.from_config("vit_tiny", with_decoder=True)
     model = MarlinLipGenerator(tiny.config)
