@@ -16,7 +16,13 @@ Following the MARLIN paper's description (no code was released):
   layout the audio reaches the mouth only through the coarse token grid (7x7 for ``vit_tiny``),
   and a small decoder trained for minutes on a CPU learns to copy the reference's mouth long
   before it learns that route; next to the pixels it draws, the audio is found within a few
-  hundred steps.
+  hundred steps;
+- optionally (``reference_mask``, our addition, used by the tiny sizes) a box around the mouth is
+  blanked in the reference frames before the encoder and the decoder see them.  Inference takes
+  the input frames themselves as the reference, so the reference's mouth is the original mouth,
+  in the right place: a generator that can see it learns early to copy it (it gets the lips'
+  appearance right) and the dub then follows the original speech.  Without it the mouth can only
+  come from the audio.
 
 Which frames the encoder sees
 -----------------------------
@@ -65,12 +71,19 @@ class MarlinLipConfig(ModelConfig):
     audio_width: float = 1.0  # width multiplier of the Wav2Lip audio encoder
     output_channels: int = 32  # width of the last 3x3 convolution before the RGB 1x1 (Wav2Lip: 32)
     audio_skip: int = 0  # audio channels also given to every decoder scale (0: the paper's layout)
+    # box (x1, y1, x2, y2, fractions of the face side) blanked in the reference before use; None: off
+    reference_mask: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         get_config(self.marlin)  # raises ValueError naming the valid sizes
         if self.encoder_frames not in ("reference", "masked"):
             raise ValueError(f"encoder_frames {self.encoder_frames!r}: choose 'reference' or 'masked'")
+        box = self.reference_mask
+        ok = box is None or (len(box) == 4 and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1)
+        if not ok:
+            raise ValueError("reference_mask must be (x1, y1, x2, y2) fractions with x1 < x2, y1 < y2, "
+                             f"got {box}")
         if self.audio_skip < 0:
             raise ValueError(f"audio_skip must be >= 0, got {self.audio_skip}")
         if self.encoder_init not in ("marlin", "random"):
@@ -172,7 +185,17 @@ class MarlinLipGenerator(nn.Module):
             encoder is frozen.
         """
         x, _ = fold_faces(faces, self.img_size, self.frames_per_window)
-        return self._encode_folded(x)
+        return self._encode_folded(self._mask_reference(x))
+
+    def _mask_reference(self, x: Tensor) -> Tensor:
+        box = self.config.reference_mask
+        if box is None:
+            return x
+        s = x.shape[-1]
+        x1, y1, x2, y2 = (round(v * s) for v in box)
+        x = x.clone()
+        x[:, 3:6, y1:y2, x1:x2] = 0.0
+        return x
 
     def _encode_folded(self, x: Tensor) -> Tensor:
         n, _, s, _ = x.shape
@@ -210,6 +233,7 @@ class MarlinLipGenerator(nn.Module):
             ``(B, 3, K, S, S)`` with ``frames``.
         """
         x, m, t = fold_generator_inputs(faces, mels, self.img_size, self.frames_per_window)
+        x = self._mask_reference(x)
         if tokens is None:
             tokens = self._encode_folded(x)
         elif tokens.shape[0] * self.frames_per_window != x.shape[0]:

@@ -46,7 +46,7 @@ class ModelSpec:
 
 
 _TINY_DECODER = dict(decoder_channels=(64, 48, 32, 24, 16, 16), n_res=1, audio_width=0.25, output_channels=16,
-                     audio_skip=16)
+                     audio_skip=16, reference_mask=(0.25, 0.45, 0.75, 0.85))
 _BASELINE = dict(encoder_init="random", freeze_encoder=False)
 
 MODELS: dict[str, ModelSpec] = {
