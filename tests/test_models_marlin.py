@@ -198,6 +198,23 @@ def test_audio_skip_reaches_every_scale():
         MarlinLipConfig(marlin="vit_tiny", audio_skip=-1)
 
 
+def test_reference_mask_hides_the_reference_mouth():
+    torch.manual_seed(4)
+    model = create_model("marlin_lip_tiny", **{**SMALL, "reference_mask": (0.25, 0.5, 0.75, 0.75)}).eval()
+    assert create_model("marlin_lip_tiny").config.reference_mask is not None  # on in the tiny sizes
+    faces, mels = inputs(1, 96)
+    inside, outside = faces.clone(), faces.clone()
+    inside[:, 3:, :, 48:72, 24:72] = torch.rand(3, 16, 24, 48)  # the reference's mouth box only
+    outside[:, 3:, :, 80:, :] = 0.5
+    with torch.no_grad():
+        out = model(faces, mels)
+        torch.testing.assert_close(model(inside, mels), out, rtol=0, atol=0)
+        torch.testing.assert_close(model.encode(inside), model.encode(faces), rtol=0, atol=0)
+        assert (model(outside, mels) - out).abs().max() > 0
+    with pytest.raises(ValueError, match="reference_mask"):
+        MarlinLipConfig(marlin="vit_tiny", reference_mask=(0.5, 0.5, 0.4, 0.9))
+
+
 def test_load_marlin_weights(tiny):
     marlin = Marlin.from_config("vit_tiny", with_decoder=True)
     model = MarlinLipGenerator(tiny.config)
