@@ -9,8 +9,8 @@ Wav2Lip-size generator) it dubs a clip with
 
 * ``engine``: ``lipsync.LipSync.dub`` with its default options (streaming, threaded
   decode/detect/encode, BatchNorm folded, bf16 where the CPU has it and the model agrees with
-  fp32, face detector on every 3rd frame with the face mesh following in between, one x264
-  thread per four CPU cores), and
+  fp32, face detector on every 3rd frame with the face mesh following in between, x264's
+  default threads), and
 * ``naive``: a straightforward implementation like the public release's script: every frame
   decoded into a list first, then detection on every frame, cropping, generation (eager fp32
   model, batches of the same size), blending and encoding (x264's default threads), one stage

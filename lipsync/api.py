@@ -30,7 +30,7 @@ from .inference.job import DEFAULT_CHECKPOINT, Job, load_generator, prepare_job
 from .inference.options import DubError, DubOptions, DubSummary
 from .inference.plan import resolve_device
 from .inference.runner import GeneratorRunner
-from .inference.writer import DubWriter, default_encoder_threads
+from .inference.writer import DubWriter
 
 __all__ = ["DEFAULT_CHECKPOINT", "DubError", "DubOptions", "DubSummary", "LipSync", "OutFrame"]
 
@@ -151,8 +151,7 @@ class LipSync:
         engine = self._engine(job)
         writer = DubWriter(job.out, job.source.size, job.source.fps, str(job.audio), job.audio_seconds,
                            crf=job.options.crf, preset=job.options.preset,
-                           pad_audio_to_video=job.options.keep_video,
-                           threads=default_encoder_threads(self.device.type))
+                           pad_audio_to_video=job.options.keep_video)
         frames = self._run(job, engine)
         try:
             n = _encode(frames, writer, engine, job.total_frames, progress, threaded=job.options.threads)

@@ -8,9 +8,9 @@ Audio is decoded from its source file at its own sample rate (not the 16 kHz use
 model's features) and interleaved with the video as the frames arrive, so neither the
 decoded audio nor the muxer's interleaving queue grows with the video's length.
 
-x264 gets one thread per four CPU cores when the generator runs on the CPU (the cores are busy
-generating, and x264's default of 1.5 threads per core spends 5-10% more CPU time on frame
-threading), and its own default with a GPU.
+x264 keeps its own thread count by default. One x264 thread saves 5-10% of its CPU time, but on
+a 2-core CPU encoding then becomes the engine's slowest stage (720p, Wav2Lip-size generator:
+9.6 instead of 16.4 fps).
 """
 
 from __future__ import annotations
@@ -59,18 +59,6 @@ def audio_format(path: str) -> tuple[int, str]:
     return (rate if rate in AAC_RATES else 48000), ("mono" if channels == 1 else "stereo")
 
 
-def default_encoder_threads(device_type: str) -> int:
-    """x264 threads for a run whose generator runs on ``device_type``: 0 (x264 decides) everywhere.
-
-    Measured on a 2-core CPU (720p, Wav2Lip-size generator): one x264 thread saves 5-10% of the
-    encoder's CPU time, but encoding then becomes the pipeline's slowest stage and the engine
-    drops from 16.4 to 9.6 fps; x264's own frame threads keep it off the critical path.
-    ``device_type`` is kept so a device-specific choice can return here.
-    """
-    del device_type
-    return 0
-
-
 class DubWriter:
     """Write RGB frames and the audio of ``audio_path`` to ``out`` (mp4, h264 + aac).
 
@@ -84,7 +72,7 @@ class DubWriter:
     crf, preset : x264 constant rate factor (0 lossless .. 51) and speed preset
     pad_audio_to_video : when the video ends up longer than the audio (``--keep-video``), fill
         the rest of the audio track with silence
-    threads : x264 threads (0: x264's default, 1.5 per core; see :func:`default_encoder_threads`)
+    threads : x264 threads (0: x264's default, 1.5 per core, which the engine uses)
     """
 
     def __init__(self, out: str | os.PathLike, size: tuple[int, int], fps: Fraction, audio_path: str,
