@@ -203,10 +203,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     ddp, opt = acc.prepare(gen, opt)
     core = acc.unwrap_model(ddp)
     models, opts = {"generator": ddp}, {"generator": opt}
+    embedding: list[torch.Tensor] = []  # the audio encoder's output of the latest forward pass only
     if head is not None:  # small and trained on every process alike: gradients averaged by hand
         head = head.to(acc.device)
         broadcast_module(head, acc)
         models["opening_head"] = head
+        # read the embedding the generator computes anyway (one row per decoded frame, clip-major)
+        core.audio_encoder.register_forward_hook(
+            lambda _m, _i, out: embedding.__setitem__(slice(None), [out]))
     if disc is not None:  # kept out of DDP (used in both losses); gradients averaged by hand
         disc = disc.to(acc.device)
         broadcast_module(disc, acc)
@@ -293,7 +297,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
             if head is not None:
                 with acc.autocast():
-                    said = head(core.audio_encoder(mels.flatten(0, 1))).float()
+                    said = head(embedding.pop()).float()
                 known = torch.isfinite(opening.flatten())
                 losses["opening"] = F.mse_loss(said[known], 10.0 * opening.flatten()[known]) \
                     if known.any() else said.sum() * 0.0
