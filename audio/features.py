@@ -7,7 +7,7 @@ on (``WAV2LIP_MEL``):
 2. centred STFT, ``n_fft = win = 800`` (periodic Hann), hop 200, the signal padded by
    400 samples on each side with REFLECT padding (what the release's librosa did;
    librosa >= 0.10 defaults to constant padding) -> ``1 + N // 200`` columns;
-3. magnitude, then librosa's 80-band Slaney mel filter bank (55-7600 Hz);
+3. magnitude, then the 80-band Slaney mel filter bank (55-7600 Hz) of librosa's defaults;
 4. ``20 log10(max(S, 1e-5)) - 20`` dB, then ``clip(8 (dB + 100) / 100 - 4, -4, 4)``.
 
 Digital silence (e.g. TTS output with exact zeros) is well defined: its columns are
@@ -34,13 +34,41 @@ __all__ = ["mel_filters", "melspectrogram", "melspectrogram_torch", "mfcc"]
 _BLOCK_FRAMES = 4096  # STFT frames processed at once (bounds memory on long audio)
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``): linear to 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep,
+                    hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_hz_to_mel`."""
+    mel = np.asarray(mel, np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
 @lru_cache(maxsize=8)
 def mel_filters(spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
-    """librosa's Slaney mel filter bank for ``spec``: (n_mels, n_fft // 2 + 1) float32, read-only."""
-    import librosa
+    """Slaney mel filter bank for ``spec``, equal to ``librosa.filters.mel`` (its defaults:
+    Slaney scale, Slaney area normalisation): (n_mels, n_fft // 2 + 1) float32, read-only.
 
-    bank = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
-                               fmin=spec.fmin, fmax=spec.fmax).astype(np.float32)
+    Written out here rather than called from librosa: the first ``librosa.filters`` call of a
+    process imports scipy.signal and numba, about a second of start-up for every dubbing run,
+    for a table of triangles.  ``tests/test_audio_features.py`` checks it against librosa.
+    """
+    fft_hz = np.linspace(0.0, spec.sample_rate / 2, spec.n_fft // 2 + 1)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(spec.fmin), _hz_to_mel(spec.fmax), spec.n_mels + 2))
+    widths = np.diff(edges_hz)  # (n_mels + 1,)
+    offsets = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freqs)
+    rising = -offsets[:-2] / widths[:-1, None]
+    falling = offsets[2:] / widths[1:, None]
+    bank = np.maximum(0.0, np.minimum(rising, falling))
+    bank *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # each triangle's area is 1
+    bank = bank.astype(np.float32)
     bank.setflags(write=False)
     return bank
 

@@ -11,7 +11,8 @@ import python_speech_features
 import torch
 from media import speech_like
 
-from audio import AudioError, melspectrogram, melspectrogram_torch, mfcc
+from audio import AudioError, MelSpec, melspectrogram, melspectrogram_torch, mfcc
+from audio.features import mel_filters
 
 TOL = 1e-3  # on the [-4, 4] scale
 
@@ -49,6 +50,21 @@ SIGNALS = {
     "len_799": lambda: speech_like(799 / 16000, seed=6),
     "len_1001": lambda: speech_like(1001 / 16000, seed=7),
 }
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [
+    (16000, 800, 80, 55.0, 7600.0),  # Wav2Lip's
+    (22050, 2048, 128, 0.0, 11025.0),  # across the 1 kHz knee of the scale, up to Nyquist
+    (16000, 512, 40, 20.0, 900.0),  # entirely on the linear part
+    (8000, 256, 24, 1200.0, 3900.0),  # entirely on the logarithmic part
+])
+def test_mel_filters_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
+    spec = MelSpec(sample_rate=sr, n_fft=n_fft, win_length=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    ours = mel_filters(spec)
+    expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-9)
+    assert not ours.flags.writeable
 
 
 @pytest.mark.parametrize("name", list(SIGNALS))

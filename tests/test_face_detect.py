@@ -109,3 +109,29 @@ def test_bad_input_and_lifecycle():
         det.detect(face_photo("astronaut"))
     with pytest.raises(ValueError, match="mediapipe model"):
         FaceDetector(model="tiny")
+
+
+@pytest.mark.parametrize("backend", ["mediapipe", "haar"])
+def test_warmup_in_another_thread_leaves_results_unchanged(backend):
+    """The dubbing job warms the detector in a thread while it computes the audio features."""
+    import threading
+
+    img = face_photo("grace_hopper")
+    cold = FaceDetector(backend)
+    expected = cold.detect(img)
+    cold.close()
+    with FaceDetector(backend) as warm:
+        thread = threading.Thread(target=warm.warmup)
+        thread.start()
+        thread.join()
+        if backend == "mediapipe":
+            assert warm._impl._det is not None and warm._impl._mesh is not None  # models built
+        faces = warm.detect(img)
+    assert len(faces) == len(expected) == 1
+    np.testing.assert_allclose(faces[0].box, expected[0].box, atol=1e-3)
+    if backend == "mediapipe":
+        np.testing.assert_allclose(faces[0].landmarks, expected[0].landmarks, atol=1e-3)
+    closed = FaceDetector(backend)
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.warmup()

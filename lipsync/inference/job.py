@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,22 @@ class Job:
             self.detector = None
 
 
+def _start_warmup(detector: Any) -> threading.Thread | None:
+    """Build ``detector``'s models in a background thread (None: nothing to warm)."""
+    if detector is None or not hasattr(detector, "warmup"):
+        return None
+
+    def work() -> None:
+        try:
+            detector.warmup()
+        except Exception as e:  # noqa: BLE001 - the first real frame raises it again, where it is reported
+            log.debug("face detector warm-up failed: %s", e)
+
+    thread = threading.Thread(target=work, name="lipsync-detector-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
 def check_paths(video: str | os.PathLike, audio: str | os.PathLike,
                 out: str | os.PathLike | None) -> tuple[Path, Path, Path | None]:
     """Cheap checks first: both inputs exist and are files; the output can be written."""
@@ -169,15 +186,23 @@ def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, out: str | o
     if not np.isfinite(wav).all():
         raise DubError(f"audio {a}: contains NaN or infinite samples")
     n_out = output_frame_count(seconds, source.fps)
-    try:
-        mel = melspectrogram(wav)
-        starts = mel_window_starts(mel, source.fps, n_frames=n_out, convention=convention)
-    except AudioError as e:
-        raise DubError(f"audio {a}: {e}") from e
-    del wav
     if options.box is not None:
         w, h = source.size
         if options.box[2] > w or options.box[3] > h:
             raise DubError(f"box {options.box} lies outside the {w}x{h} video")
     detector = make_detector(options)
+    # The detector's models are built on first use (mediapipe: ~0.6 s of one core) and the first
+    # mel spectrogram of a process imports librosa (~0.7 s): do the two at once.
+    warming = _start_warmup(detector)
+    try:
+        try:
+            mel = melspectrogram(wav)
+            starts = mel_window_starts(mel, source.fps, n_frames=n_out, convention=convention)
+        finally:
+            if warming is not None:
+                warming.join()
+    except AudioError as e:
+        detector.close()
+        raise DubError(f"audio {a}: {e}") from e
+    del wav
     return Job(v, a, out, options, source, MelSource(mel, starts), n_out, seconds, detector)

@@ -348,6 +348,20 @@ class FaceDetector:
         impl = self._backend()
         return impl.landmarks(self._check(rgb), tuple(float(v) for v in box)) if impl.has_landmarks else None
 
+    def warmup(self) -> None:
+        """Build the backend's models now instead of on the first real frame.
+
+        mediapipe creates its detection and mesh graphs on first use (about 0.6 s on a CPU core);
+        a caller with other start-up work (the dubbing job computes the audio features meanwhile)
+        can run this in a thread so the two overlap.  The blank frame has no face, so no tracking
+        state is left behind.
+        """
+        impl = self._backend()
+        blank = np.zeros((64, 64, 3), np.uint8)
+        impl.boxes(blank)
+        if impl.has_landmarks:
+            impl.landmarks(blank, (16.0, 16.0, 48.0, 48.0))
+
     def close(self) -> None:
         """Free the backend's models (the detector cannot be used afterwards)."""
         if self._impl is not None:
