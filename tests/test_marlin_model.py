@@ -11,6 +11,7 @@ import torch
 
 from marlin import Marlin, MarlinConfig, available_models, get_config, make_mask, patchify, unpatchify
 from marlin.model import Attention, Block, plain_attention, sinusoid_table
+from marlin.model.blocks import MLP_ROWS, _rowwise_ok
 
 # encoder parameters (incl. the fixed position table) from the release / paper, in millions
 PUBLISHED_ENCODER_PARAMS = {"vit_small": 22.5, "vit_base": 87.4, "vit_large": 305.5}
@@ -133,6 +134,27 @@ def test_block_equals_textbook_prenorm_formula_with_gradients():
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast takes the plain path
         torch.testing.assert_close(block(x).float(), want, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("tokens", [MLP_ROWS + 1, 2 * MLP_ROWS, 2 * MLP_ROWS + 7])
+def test_block_inference_in_row_blocks_equals_the_whole(tokens):
+    """Without autograd on a CPU the MLP runs in blocks of MLP_ROWS tokens: same result."""
+    torch.manual_seed(1)
+    block = Block(32, 4).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, tokens, 32)
+    with torch.no_grad():
+        assert _rowwise_ok(block(x), block.mlp.layers[1].linear)
+        want = x + block.attn(block.norm1(x))
+        want = want + block.mlp(block.norm2(want))
+        got = block(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), want, rtol=1e-5, atol=1e-5)
+    assert not _rowwise_ok(x.requires_grad_(), block.mlp.layers[1].linear)  # training: the plain path
+    torch.testing.assert_close(block(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_key_bias_is_zero():

@@ -73,5 +73,39 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = add_linear(x, self.attn.mix(self.norm1(x)), self.attn.proj)  # x + attn(norm1(x))
+        if _rowwise_ok(x, self.mlp.layers[1].linear):
+            return self._mlp_rowwise(x)
         hidden = self.mlp.layers[0](self.norm2(x))
         return add_linear(x, hidden, self.mlp.layers[1].linear)  # x + mlp(norm2(x))
+
+    def _mlp_rowwise(self, x: Tensor) -> Tensor:
+        """``x + mlp(norm2(x))`` in blocks of :data:`MLP_ROWS` tokens (inference on a CPU).
+
+        Every token's MLP is independent of the others, so this is the same computation.  Done
+        by hand because no library call fuses it: whole, the 4x-wide hidden activations make a
+        round trip through main memory between ``fc1``, GELU and ``fc2`` (38 MB per block for
+        two ViT-B clips); a block of rows stays in the cache.  4-7% faster end to end on the
+        build machine's CPU (``bench/marlin.py``).
+        """
+        c = x.shape[-1]
+        flat = x.reshape(-1, c)
+        out = torch.empty_like(flat)
+        fc2 = self.mlp.layers[1].linear
+        for start in range(0, flat.shape[0], MLP_ROWS):
+            rows = flat[start:start + MLP_ROWS]
+            hidden = self.mlp.layers[0](self.norm2(rows))
+            chunk = out[start:start + MLP_ROWS]
+            torch.add(rows, fc2.bias, out=chunk)
+            chunk.addmm_(hidden, fc2.weight.t())
+        return out.view_as(x)
+
+
+MLP_ROWS = 384  # tokens per MLP block in Block._mlp_rowwise
+
+
+def _rowwise_ok(x: Tensor, linear: nn.Linear) -> bool:
+    """Whether :meth:`Block._mlp_rowwise` applies: CPU inference (no autograd), plain dtypes."""
+    grad = torch.is_grad_enabled() and (x.requires_grad or linear.weight.requires_grad)
+    return (x.device.type == "cpu" and not grad
+            and x.shape[:-1].numel() > MLP_ROWS and not _autocast_on("cpu")
+            and x.dtype == linear.weight.dtype and linear.bias is not None)
