@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", type=Path, required=True, help="file listing held-out clip ids (e.g. val.txt)")
     p.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--pairs", type=int, default=8, help="number of (video, other audio) pairs")
+    p.add_argument("--blend", default=None, choices=("lower_face", "mouth", "crop"),
+                   help="blend region of the dub (default: the dubbing default)")
+    p.add_argument("--color-match", action="store_true", help="dub with colour matching")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p
 
@@ -67,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             clip, other = ids[k], ids[(k + 1) % len(ids)]
             video, audio = args.clips / f"{clip}.mp4", args.clips / f"{other}.mp4"
             out = Path(tmp) / f"{clip}_dubbed.mp4"
-            dubber.dub(video, audio, out)
+            options = {"color_match": True} if args.color_match else {}
+            if args.blend:
+                options["blend"] = args.blend
+            dubber.dub(video, audio, out, **options)
             res = quality.evaluate(out, audio, args.clips / f"{clip}.json")
             results.append(res)
             r = res["rows"]

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[k for k, s in MODELS.items() if s.architecture in GENERATORS],
                    help="generator size (ignored with --init)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a model config field, e.g. --set img_size=192 (repeatable)")
+                   help="change a model config field, e.g. --set img_size=192 (repeatable); with --init "
+                        "only fields that keep the weights' shapes, e.g. --set reference_mask=null")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune this generator checkpoint (ours or wav2lip.pth / wav2lip_gan.pth)")
     p.add_argument("--marlin-checkpoint", type=Path, default=None,

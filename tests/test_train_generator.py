@@ -248,3 +248,30 @@ def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, nar
     assert cli(["--data", str(data), "--out", str(tmp_path / "w"), "--cpu", "--steps", "1",
                 "--train-frames", "2", "--disc-wt", "0"]) == 2
     assert "MARLIN generators" in capsys.readouterr().err
+
+
+def test_init_with_set_changes_shape_free_fields_only(tmp_path):
+    """--init with --set: the reference mask can be switched off for fine-tuning, weights kept."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import TrainingError, build_model
+
+    torch.manual_seed(0)
+    base = registry.create_model("marlin_lip_tiny", img_size=48)
+    assert base.config.reference_mask is not None
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"reference_mask": None}, path, GENERATORS)
+    assert model.config.reference_mask is None and model.config.audio_skip == base.config.audio_skip
+    for (k, a), (k2, b) in zip(base.state_dict().items(), model.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    faces, mels = torch.rand(1, 6, 16, 48, 48), torch.rand(1, 16, 1, 80, 16)
+    model.eval()
+    base.eval()
+    ref = faces.clone()
+    ref[:, 3:, :, 22:40, 12:36] = 0.5  # inside the base model's reference mask
+    with torch.no_grad():
+        torch.testing.assert_close(base(faces, mels), base(ref, mels))
+        assert not torch.allclose(model(faces, mels), model(ref, mels))
+    with pytest.raises(TrainingError, match="changes the weights.*audio_skip_proj"):
+        build_model("ignored", {"audio_skip": 4}, path, GENERATORS)
+    with pytest.raises(TrainingError, match="--set"):
+        build_model("ignored", {"no_such_field": 1}, path, GENERATORS)

@@ -92,7 +92,7 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
         except CheckpointError as e:
             raise TrainingError(str(e)) from e
         if overrides:
-            raise TrainingError(f"--set {dict(overrides)} cannot change the config of --init {init}")
+            model = _reconfigured(model, overrides, init)
     else:
         if name not in MODELS or MODELS[name].architecture not in kinds:
             valid = [k for k, spec in MODELS.items() if spec.architecture in kinds]
@@ -112,6 +112,33 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
         warnings.warn(f"{name}: the MARLIN encoder is randomly initialised; pass --marlin-checkpoint "
                       "(e.g. from python -m marlin.pretrain) to use pretrained features", stacklevel=2)
     return model.train()
+
+
+def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) -> nn.Module:
+    """``model`` rebuilt with config ``overrides`` and its weights copied over.
+
+    For fields that leave every weight's shape alone (e.g. ``reference_mask``, ``audio_skip`` is
+    not one); anything else is a one-line TrainingError naming the weights that no longer fit.
+    """
+    import dataclasses
+
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise TrainingError(f"--set {dict(overrides)}: {type(model).__name__} from --init {init} "
+                            "has no config to change")
+    try:
+        new = type(model)(dataclasses.replace(config, **overrides))
+    except (TypeError, ValueError) as e:
+        raise TrainingError(f"--set {dict(overrides)}: {e}") from e
+    old, fresh = model.state_dict(), new.state_dict()
+    misfit = sorted(k for k in fresh.keys() | old.keys() if k not in old or k not in fresh
+                    or old[k].shape != fresh[k].shape)
+    if misfit:
+        shown = ", ".join(misfit[:4]) + (f" and {len(misfit) - 4} more" if len(misfit) > 4 else "")
+        raise TrainingError(f"--set {dict(overrides)} changes the weights of --init {init} ({shown}); "
+                            "only fields that keep every weight's shape can change when fine-tuning")
+    new.load_state_dict(old)
+    return new
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
