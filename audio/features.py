@@ -53,22 +53,24 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def mel_filters(spec: MelSpec = WAV2LIP_MEL) -> np.ndarray:
-    """Slaney mel filter bank for ``spec``, equal to ``librosa.filters.mel`` (its defaults:
+    """Slaney mel filter bank for ``spec``, bit for bit ``librosa.filters.mel`` (its defaults:
     Slaney scale, Slaney area normalisation): (n_mels, n_fft // 2 + 1) float32, read-only.
 
     Written out here rather than called from librosa: the first ``librosa.filters`` call of a
     process imports scipy.signal and numba, about a second of start-up for every dubbing run,
     for a table of triangles.  ``tests/test_audio_features.py`` checks it against librosa.
     """
-    fft_hz = np.linspace(0.0, spec.sample_rate / 2, spec.n_fft // 2 + 1)
+    # the operations and their order (float64 triangles rounded to float32, then the area
+    # normalisation applied to the float32 values) follow librosa's, so the bank is bit-identical
+    # to it: the features, and anything trained on them, do not move by a rounding step
+    fft_hz = np.fft.rfftfreq(spec.n_fft, d=1.0 / spec.sample_rate)
     edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(spec.fmin), _hz_to_mel(spec.fmax), spec.n_mels + 2))
     widths = np.diff(edges_hz)  # (n_mels + 1,)
-    offsets = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freqs)
+    offsets = np.subtract.outer(edges_hz, fft_hz)  # (n_mels + 2, n_freqs)
     rising = -offsets[:-2] / widths[:-1, None]
     falling = offsets[2:] / widths[1:, None]
-    bank = np.maximum(0.0, np.minimum(rising, falling))
+    bank = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
     bank *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # each triangle's area is 1
-    bank = bank.astype(np.float32)
     bank.setflags(write=False)
     return bank
 
