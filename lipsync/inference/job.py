@@ -140,8 +140,8 @@ class Job:
 
 
 def _start_warmup(detector: Any) -> threading.Thread | None:
-    """Build ``detector``'s models in a background thread (None: nothing to warm)."""
-    if detector is None or not hasattr(detector, "warmup"):
+    """Build ``detector``'s models in a background thread (None: no detector)."""
+    if detector is None:
         return None
 
     def work() -> None:
@@ -191,8 +191,8 @@ def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, out: str | o
         if options.box[2] > w or options.box[3] > h:
             raise DubError(f"box {options.box} lies outside the {w}x{h} video")
     detector = make_detector(options)
-    # The detector's models are built on first use (mediapipe: ~0.6 s of one core) and the first
-    # mel spectrogram of a process imports librosa (~0.7 s): do the two at once.
+    # The detector's models are built on first use (mediapipe: ~0.6 s of one core): build them
+    # while the audio features are computed.
     warming = _start_warmup(detector)
     try:
         try:
