@@ -15,7 +15,7 @@ from lipsync.models import (
     prepare_for_inference,
 )
 from lipsync.models.marlin_encoder import tokens_to_frame_maps
-from lipsync.models.marlin_generator import decoder_scales
+from lipsync.models.marlin_generator import decoder_scales, edge_fill
 from marlin import Marlin, get_config
 
 GENERATOR_NAMES = [n for n, spec in MODELS.items() if spec.architecture == "marlin_lip"]
@@ -198,9 +198,11 @@ def test_audio_skip_reaches_every_scale():
         MarlinLipConfig(marlin="vit_tiny", audio_skip=-1)
 
 
-def test_reference_mask_hides_the_reference_mouth():
+@pytest.mark.parametrize("fill", ["zero", "edges"])
+def test_reference_mask_hides_the_reference_mouth(fill):
     torch.manual_seed(4)
-    model = create_model("marlin_lip_tiny", **{**SMALL, "reference_mask": (0.25, 0.5, 0.75, 0.75)}).eval()
+    model = create_model("marlin_lip_tiny", **{**SMALL, "reference_mask": (0.25, 0.5, 0.75, 0.75),
+                                               "reference_fill": fill}).eval()
     assert create_model("marlin_lip_tiny").config.reference_mask is not None  # on in the tiny sizes
     faces, mels = inputs(1, 96)
     inside, outside = faces.clone(), faces.clone()
@@ -213,6 +215,24 @@ def test_reference_mask_hides_the_reference_mouth():
         assert (model(outside, mels) - out).abs().max() > 0
     with pytest.raises(ValueError, match="reference_mask"):
         MarlinLipConfig(marlin="vit_tiny", reference_mask=(0.5, 0.5, 0.4, 0.9))
+    with pytest.raises(ValueError, match="reference_fill"):
+        MarlinLipConfig(marlin="vit_tiny", reference_fill="noise")
+
+
+def test_edge_fill_continues_the_shading_around_the_box():
+    # a plane a*x + b*y + c is rebuilt exactly (both interpolations are linear), whatever was inside
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(32.0), indexing="ij")
+    plane = torch.stack([0.01 * xs + 0.02 * ys, 0.5 - 0.01 * ys, 0.003 * xs + 0.2])[None]  # (1, 3, 40, 32)
+    box = (6, 20, 26, 35)
+    messed = plane.clone()
+    messed[..., 20:35, 6:26] = torch.rand(3, 15, 20)
+    torch.testing.assert_close(edge_fill(messed, box), plane[..., 20:35, 6:26], rtol=0, atol=1e-6)
+    # a box on the image's edge takes its own outermost column there
+    flat = torch.full((2, 3, 16, 16), 0.25)
+    flat[..., 4:12, 8:15] = torch.rand(2, 3, 8, 7)
+    got = edge_fill(flat, (8, 4, 16, 12))
+    assert got.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(got, torch.full_like(got, 0.25), rtol=0, atol=1e-6)
 
 
 def test_load_marlin_weights(tiny):

@@ -22,7 +22,9 @@ Following the MARLIN paper's description (no code was released):
   the input frames themselves as the reference, so the reference's mouth is the original mouth,
   in the right place: a generator that can see it learns early to copy it (it gets the lips'
   appearance right) and the dub then follows the original speech.  Without it the mouth can only
-  come from the audio.
+  come from the audio.  ``reference_fill="edges"`` fills the box with skin interpolated from its
+  border instead of black: a black box leaves the skin's colour under the mouth to be guessed,
+  and the guess shows in the dub as a lighter patch around the lips.
 
 Which frames the encoder sees
 -----------------------------
@@ -54,7 +56,7 @@ from .blocks import ConvUnit, audio_encoder, fold_faces, fold_generator_inputs, 
 from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
-__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales"]
+__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class MarlinLipConfig(ModelConfig):
     audio_skip: int = 0  # audio channels also given to every decoder scale (0: the paper's layout)
     # box (x1, y1, x2, y2, fractions of the face side) blanked in the reference before use; None: off
     reference_mask: tuple[float, float, float, float] | None = None
+    # what fills that box: "zero" (black), or "edges": a smooth patch interpolated from the pixels
+    # around the box, so the reference keeps the skin's colour and shading but not the mouth
+    reference_fill: str = "zero"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,6 +89,8 @@ class MarlinLipConfig(ModelConfig):
         if not ok:
             raise ValueError("reference_mask must be (x1, y1, x2, y2) fractions with x1 < x2, y1 < y2, "
                              f"got {box}")
+        if self.reference_fill not in ("zero", "edges"):
+            raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero' or 'edges'")
         if self.audio_skip < 0:
             raise ValueError(f"audio_skip must be >= 0, got {self.audio_skip}")
         if self.encoder_init not in ("marlin", "random"):
@@ -92,6 +99,35 @@ class MarlinLipConfig(ModelConfig):
         if len(self.decoder_channels) < need:
             raise ValueError(f"img_size {self.img_size} needs {need} decoder_channels, "
                              f"got {len(self.decoder_channels)}: {self.decoder_channels}")
+
+
+def edge_fill(images: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """A smooth patch for ``images[..., y1:y2, x1:x2]`` made from the pixels just outside the box.
+
+    The mean of two linear interpolations: down each column between the rows above and below
+    the box, and along each row between the columns left and right of it (a border on the image
+    edge uses the box's own outermost row or column).  Written by hand: it is a few tensor ops,
+    differentiable and batched, where an inpainting library would work on one uint8 image at a time.
+
+    Parameters
+    ----------
+    images : (N, C, S, S)
+    box : x1, y1, x2, y2 pixel bounds (exclusive ends), inside the image
+
+    Returns
+    -------
+    Tensor
+        (N, C, y2 - y1, x2 - x1)
+    """
+    x1, y1, x2, y2 = box
+    h, w = images.shape[-2:]
+    top = images[..., max(y1 - 1, 0), x1:x2].unsqueeze(-2)  # (N, C, 1, bw)
+    bottom = images[..., min(y2, h - 1), x1:x2].unsqueeze(-2)
+    left = images[..., y1:y2, max(x1 - 1, 0)].unsqueeze(-1)  # (N, C, bh, 1)
+    right = images[..., y1:y2, min(x2, w - 1)].unsqueeze(-1)
+    a = torch.arange(1, y2 - y1 + 1, device=images.device, dtype=images.dtype)[:, None] / (y2 - y1 + 1)
+    b = torch.arange(1, x2 - x1 + 1, device=images.device, dtype=images.dtype)[None, :] / (x2 - x1 + 1)
+    return 0.5 * (top * (1 - a) + bottom * a + left * (1 - b) + right * b)
 
 
 def decoder_scales(grid: int, img_size: int) -> list[int]:
@@ -194,7 +230,8 @@ class MarlinLipGenerator(nn.Module):
         s = x.shape[-1]
         x1, y1, x2, y2 = (round(v * s) for v in box)
         x = x.clone()
-        x[:, 3:6, y1:y2, x1:x2] = 0.0
+        x[:, 3:6, y1:y2, x1:x2] = 0.0 if self.config.reference_fill == "zero" else \
+            edge_fill(x[:, 3:6], (x1, y1, x2, y2))
         return x
 
     def _encode_folded(self, x: Tensor) -> Tensor:
