@@ -38,7 +38,7 @@ from marlin.training import atomic_write
 from .models.registry import ARCHITECTURES, architecture_of, model_from_config
 
 __all__ = ["CheckpointError", "LoadedModel", "save", "load", "load_state_dict", "detect_release",
-           "FORMAT", "CONVENTIONS"]
+           "average", "FORMAT", "CONVENTIONS"]
 
 #: Value of the ``format`` metadata entry of this project's files.
 FORMAT = "marlin-lipsync/1"
@@ -316,3 +316,57 @@ def _load_ours(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str],
         "path": str(path),
     }
     return LoadedModel(model.to(map_location).eval(), meta)
+
+
+# ----- averaging ------------------------------------------------------------------------------
+def average(paths: Iterable[str | os.PathLike], kind: str | Iterable[str] | None = None) -> LoadedModel:
+    """Uniform average of several checkpoints of one model (weight averaging, as in SWA).
+
+    With a constant learning rate and a GAN in the loss, single checkpoints of a run swing from
+    one save to the next; their mean sits nearer the middle of the region they wander over.
+    ``torch.optim.swa_utils`` averages online, during training; this averages files already
+    written, so any run's saves can be combined afterwards.
+
+    Parameters
+    ----------
+    paths:
+        Two or more files :func:`load` accepts, all of the same architecture, config, colour
+        order and mel window convention (normally saves of one run).
+    kind:
+        Optional architecture key(s) the files must hold, as for :func:`load`.
+
+    Returns
+    -------
+    LoadedModel
+        The averaged model. Floating tensors (weights and BatchNorm running statistics) are
+        averaged in float64; integer buffers (BatchNorm batch counters) come from the last file.
+        ``meta`` is the last file's, with ``averaged_from``: the files' names and steps.
+
+    Raises
+    ------
+    CheckpointError
+        Fewer than two files, an unreadable file, or files of different models.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    loaded = [load(p, kind=kind) for p in paths]
+    first = loaded[0].meta
+    for p, item in zip(paths[1:], loaded[1:]):
+        for key in ("architecture", "config", "colour", "audio_convention"):
+            if item.meta[key] != first[key]:
+                raise CheckpointError(f"checkpoint {p}: its {key} differs from {paths[0]}'s; only "
+                                      "checkpoints of one model can be averaged")
+    states = [item.model.state_dict() for item in loaded]
+    mean = {}
+    for key, value in states[-1].items():
+        if value.is_floating_point():
+            total = sum(s[key].to(torch.float64) for s in states)
+            mean[key] = (total / len(states)).to(value.dtype)
+        else:
+            mean[key] = value
+    result = loaded[-1]
+    result.model.load_state_dict(mean)
+    result.meta["averaged_from"] = [{"file": p.name, "steps": item.meta.get("steps")}
+                                    for p, item in zip(paths, loaded)]
+    return result
