@@ -142,6 +142,23 @@ def test_resume_reproduces_uninterrupted_run(data, expert, tmp_path, monkeypatch
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_resume_takes_the_new_sync_weight_and_learning_rates(data, expert, tmp_path, narrow):
+    """The state records that the sync term is on; a resumed run uses its own --sync-wt and --lr."""
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), *BASE, "--expert", str(expert), "--disc-wt", "0",
+            "--sync-from-start", "--eval-every", "2", "--save-every", "2", "--sample-every", "0",
+            "--log-every", "1"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4", "--resume", "--sync-wt", "0.2", "--lr", "2e-5"]) == 0
+    groups = torch.load(out / "state.pt", weights_only=True)["optimizers"]["generator"]["param_groups"]
+    assert [g["lr"] for g in groups] == [2e-5] * len(groups)
+    m = metrics(out)
+    assert m[(2, "sync_wt")] == pytest.approx(0.03) and m[(4, "sync_wt")] == pytest.approx(0.2)
+    for step, w in ((2, 0.03), (4, 0.2)):  # the logged loss is (1 - w) * L1 + w * sync
+        want = (1 - w) * m[(step, "train/l1")] + w * m[(step, "train/sync")]
+        assert m[(step, "train/loss")] == pytest.approx(want, rel=1e-4), step
+
+
 def test_fine_tune_new_speaker_from_init(data, tmp_path, narrow):
     base = checkpoints.save(tmp_path / "base.safetensors", NarrowWav2Lip())
     speaker = tmp_path / "speaker"

@@ -26,8 +26,8 @@ from marlin.training import TrainingError, atomic_write
 log = logging.getLogger(__name__)
 
 __all__ = ["OneLineParser", "add_eval_args", "check_args", "parse_overrides", "build_model", "trainable",
-           "train_val_datasets", "IntervalMeans", "due", "bce", "lower_half", "save_png", "image_rows",
-           "write_sample_video", "run_meta"]
+           "set_lr", "train_val_datasets", "IntervalMeans", "due", "bce", "lower_half", "save_png",
+           "image_rows", "write_sample_video", "run_meta"]
 
 D = TypeVar("D")
 
@@ -144,6 +144,16 @@ def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) ->
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """Parameters that need gradients (a frozen MARLIN encoder's are left out)."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group learning rate ``lr``.
+
+    A resumed optimiser state carries the earlier run's rate; trainers without a schedule call
+    this after ``load_training_state`` so that ``--lr`` given to the resumed run applies.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def train_val_datasets(make: Callable[..., D], data: Path, val_fraction: float) -> tuple[D, D]:

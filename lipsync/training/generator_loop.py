@@ -69,6 +69,7 @@ from .common import (
     due,
     run_meta,
     save_png,
+    set_lr,
     train_val_datasets,
     trainable,
     write_sample_video,
@@ -221,7 +222,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     extra = {}
     if cfg.resume:
         start, extra = load_training_state(state_path, models=models, optimizers=opts, accelerator=acc)
-        sync_wt = float(extra.get("sync_wt", sync_wt))
+        # the state records whether the sync term had switched on; its weight is this run's
+        # --sync-wt, so a resumed run can change it
+        if float(extra.get("sync_wt", 0.0)) > 0 and expert is not None:
+            sync_wt = cfg.sync_wt
+        set_lr(opt, cfg.lr)  # this run's rates, not the saved ones
+        if "disc" in opts:
+            set_lr(opts["disc"], cfg.disc_lr)
     means = IntervalMeans(acc.device, extra)  # kept in checkpoints for exact resumes
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)

@@ -30,7 +30,7 @@ from marlin.training import (
     seed_everything,
 )
 
-from .common import IntervalMeans, bce, build_model, due, run_meta, train_val_datasets, trainable
+from .common import IntervalMeans, bce, build_model, due, run_meta, set_lr, train_val_datasets, trainable
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
     if cfg.resume:
         start, extra = load_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt},
                                            accelerator=acc)
+        set_lr(opt, cfg.lr)  # this run's rate, not the saved one
     means = IntervalMeans(acc.device, extra)  # kept in checkpoints for exact resumes
     sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
                                     world_size=acc.num_processes, start_step=start)
