@@ -350,23 +350,22 @@ def average(paths: Iterable[str | os.PathLike], kind: str | Iterable[str] | None
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise CheckpointError(f"averaging needs at least two checkpoints, got {len(paths)}")
-    loaded = [load(p, kind=kind) for p in paths]
-    first = loaded[0].meta
-    for p, item in zip(paths[1:], loaded[1:]):
+    total: dict[str, Tensor] = {}  # running float64 sums: one model in memory at a time
+    sources = []
+    for k, p in enumerate(paths):
+        item = load(p, kind=kind)
+        if k == 0:
+            first = item.meta
         for key in ("architecture", "config", "colour", "audio_convention"):
             if item.meta[key] != first[key]:
                 raise CheckpointError(f"checkpoint {p}: its {key} differs from {paths[0]}'s; only "
                                       "checkpoints of one model can be averaged")
-    states = [item.model.state_dict() for item in loaded]
-    mean = {}
-    for key, value in states[-1].items():
-        if value.is_floating_point():
-            total = sum(s[key].to(torch.float64) for s in states)
-            mean[key] = (total / len(states)).to(value.dtype)
-        else:
-            mean[key] = value
-    result = loaded[-1]
-    result.model.load_state_dict(mean)
-    result.meta["averaged_from"] = [{"file": p.name, "steps": item.meta.get("steps")}
-                                    for p, item in zip(paths, loaded)]
-    return result
+        for key, value in item.model.state_dict().items():
+            if value.is_floating_point():
+                total[key] = value.to(torch.float64) + total[key] if k else value.to(torch.float64)
+        sources.append({"file": p.name, "steps": item.meta.get("steps")})
+    last = item.model.state_dict()  # integer buffers (batch counters) stay the last file's
+    last.update({key: (value / len(paths)).to(last[key].dtype) for key, value in total.items()})
+    item.model.load_state_dict(last)
+    item.meta["averaged_from"] = sources
+    return item
