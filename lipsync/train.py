@@ -3,7 +3,8 @@
 ``--model wav2lip`` (default) is the classic 96-px generator; ``marlin_lip_tiny`` /
 ``marlin_lip_base`` the MARLIN-conditioned ones (pretrained encoder from ``--marlin-checkpoint``),
 ``vit_lip_*`` the random-init ViT baseline.  Loss: L1 + the frozen expert's sync loss (switched
-on once the eval sync loss is below ``--sync-threshold``) + the quality discriminator's GAN loss.
+on once the eval sync loss is below ``--sync-threshold``) + the quality discriminator's GAN loss
+(+ with ``--reader``, a frozen mouth-opening reader's loss on the generated mouth).
 New speaker: ``--init BASE_CHECKPOINT --data SPEAKER_DATA`` fine-tunes a trained generator.
 Writes ``RUN/generator.safetensors`` (``python -m lipsync.infer --checkpoint``), ``RUN/state.pt``
 (``--resume``), ``RUN/metrics.csv``, ``RUN/tb/`` and ``RUN/samples/`` (PNG grids, mp4 dubs).
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert", type=Path, default=None,
                    help="frozen sync expert (lipsync.train_syncnet output or lipsync_expert.pth); "
                         "none: no sync loss")
+    p.add_argument("--reader", type=Path, default=None,
+                   help="frozen mouth-opening reader (lipsync.train_reader output): adds a loss on the "
+                        "opening it reads in each generated mouth against the target frame's; none: off")
+    p.add_argument("--reader-wt", type=float, default=1.0, help="weight of the reader's loss (with --reader)")
     p.add_argument("--disc-init", type=Path, default=None, help="quality discriminator weights to start from")
     p.add_argument("--disc-model", default="quality_disc",
                    choices=[k for k, s in MODELS.items() if s.architecture == "quality_disc"],
@@ -82,15 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
-               existing=("data", "init", "marlin_checkpoint", "expert", "disc_init"))
-    if a.mouth_wt < 0 or a.train_frames < 0 or a.opening_wt < 0:
-        p.error(f"--mouth-wt, --opening-wt and --train-frames must be >= 0, got {a.mouth_wt}, "
-                f"{a.opening_wt}, {a.train_frames}")
+               existing=("data", "init", "marlin_checkpoint", "expert", "disc_init", "reader"))
+    if a.mouth_wt < 0 or a.train_frames < 0 or a.opening_wt < 0 or a.reader_wt < 0:
+        p.error(f"--mouth-wt, --opening-wt, --reader-wt and --train-frames must be >= 0, got {a.mouth_wt}, "
+                f"{a.opening_wt}, {a.reader_wt}, {a.train_frames}")
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(
         data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
+        reader=a.reader, reader_wt=a.reader_wt,
         disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt,
         train_frames=a.train_frames,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,

@@ -39,8 +39,24 @@ def talking_frames(opening: np.ndarray, size: int, photo: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def talking_clips(root, n: int = 4, n_frames: int = 60, size: int = 48, seed: int = 0) -> list[str]:
-    """``n`` clips in the preprocessed layout whose mouth opening follows the loudness of the audio."""
+def mouth_landmarks(opening: np.ndarray, size: int) -> np.ndarray:
+    """(T, 478, 2) face-mesh points of :func:`talking_frames`' mouth: the inner-lip pairs of
+    ``lipsync.data.synthetic.landmarks`` on the ellipse's top and bottom, the outer eye corners
+    0.4 * size apart (so ``mouth_opening`` is 0.6 * ``opening``); every other point at the centre."""
+    from lipsync.data.synthetic.landmarks import EYE_OUTER, INNER_GAP_PAIRS
+
+    pts = np.full((len(opening), 478, 2), size / 2, np.float32)
+    half = size * 0.12 * np.asarray(opening, np.float32)
+    for top, bottom in INNER_GAP_PAIRS:
+        pts[:, top, 1], pts[:, bottom, 1] = int(size * 0.72) - half, int(size * 0.72) + half
+    pts[:, EYE_OUTER[0], 0], pts[:, EYE_OUTER[1], 0] = 0.3 * size, 0.7 * size
+    return pts
+
+
+def talking_clips(root, n: int = 4, n_frames: int = 60, size: int = 48, seed: int = 0,
+                  landmarks: bool = False) -> list[str]:
+    """``n`` clips in the preprocessed layout whose mouth opening follows the loudness of the audio
+    (with ``landmarks``: and face-mesh landmarks that measure that opening, :func:`mouth_landmarks`)."""
     ids = []
     for i in range(n):
         env = envelope(n_frames, seed + i)
@@ -50,9 +66,11 @@ def talking_clips(root, n: int = 4, n_frames: int = 60, size: int = 48, seed: in
         audio = (0.3 * env * voiced + noise).astype(np.float32)
         opening = env.reshape(n_frames, -1).mean(1)
         photo = ("astronaut", "grace_hopper")[i % 2]
-        frames = talking_frames(opening / max(opening.max(), 1e-6), size, photo)
+        opening = opening / max(opening.max(), 1e-6)
+        frames = talking_frames(opening, size, photo)
         cid = f"talk{i}"
-        write_clip(root, cid, frames, audio=audio, meta={"identity": f"person{i}"})
+        write_clip(root, cid, frames, audio=audio, meta={"identity": f"person{i}"},
+                   landmarks=mouth_landmarks(opening, size) if landmarks else None)
         ids.append(cid)
     return ids
 

@@ -41,8 +41,8 @@ from .sync_measure import mouth_opening
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FPS", "mel_columns", "frame_mel_start", "LipSyncDataset", "SyncDataset", "fixed_keys",
-           "collate_keys"]
+__all__ = ["FPS", "mel_columns", "frame_mel_start", "LipSyncDataset", "SyncDataset", "OpeningDataset",
+           "fixed_keys", "collate_keys"]
 
 FPS = 25  #: frame rate of the preprocessed layout
 MEL_PER_SECOND = 80
@@ -157,6 +157,14 @@ class _ClipSet(Dataset):
         video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
         return video.clamp_(0.0, 1.0)
 
+    def opening(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count,) float32 mouth opening of frames from ``start`` (NaN without mediapipe landmarks)."""
+        clip = self.clip(index)
+        if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
+            return torch.full((count,), float("nan"))
+        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
+        return torch.from_numpy(np.asarray(mouth_opening(clip.landmarks[idx]), np.float32))
+
     @staticmethod
     def _key(key: int | tuple[int, int]) -> tuple[int, np.random.Generator | None]:
         if isinstance(key, (int, np.integer)):
@@ -230,14 +238,6 @@ class LipSyncDataset(_ClipSet):
             lips = F.interpolate(lips, size=(size, size), mode="bilinear", align_corners=False)
             lips = lips.gt_(0.5).float()
         return lips.transpose(0, 1)
-
-    def opening(self, index: int, start: int, count: int) -> torch.Tensor:
-        """(count,) float32 mouth opening of frames from ``start`` (NaN without mediapipe landmarks)."""
-        clip = self.clip(index)
-        if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
-            return torch.full((count,), float("nan"))
-        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        return torch.from_numpy(np.asarray(mouth_opening(clip.landmarks[idx]), np.float32))
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._key(key)
@@ -326,3 +326,44 @@ class SyncDataset(_ClipSet):
         return {"lower": lower.contiguous(), "mel": torch.from_numpy(np.ascontiguousarray(mel))[None],
                 "label": torch.tensor(1.0 if offset == 0 else 0.0), "offset": offset, "index": index,
                 "start": start}
+
+
+class OpeningDataset(_ClipSet):
+    """Opening-reader samples: the lower half of one frame and its landmark-measured mouth opening.
+
+    Parameters
+    ----------
+    root, clip_ids, split, val_fraction : as :class:`LipSyncDataset`.
+    face_size : (h, w) of the lower halves: rows ``S//2:`` of the stored crops resized to it.
+
+    Clips without mediapipe face-mesh landmarks (no opening to learn from) are left out.
+
+    Items (dict)
+    ------------
+    lower : (3, h, w) float32 RGB in [0, 1].
+    opening : float32 inner-lip opening of the frame (:func:`lipsync.data.sync_measure.mouth_opening`).
+    index, frame : ints; a plain int key gives the clip's centre frame.
+    """
+
+    def __init__(self, root: str | Path, clip_ids: Sequence[str] | None = None, *, split: str = "train",
+                 face_size: tuple[int, int] = (48, 96), val_fraction: float = 0.1):
+        super().__init__(root, clip_ids, split, 1, 1, val_fraction)
+        self.face_size = (int(face_size[0]), int(face_size[1]))
+        keep = [i for i in range(len(self.clip_ids)) if torch.isfinite(self.opening(i, 0, 1)).all()]
+        if not keep:
+            raise DataError(f"{self.root}: no clip of split {split!r} has face-mesh landmarks "
+                            "(preprocess with the mediapipe face pipeline)")
+        if len(keep) < len(self.clip_ids):
+            log.warning("%d of %d clips have no face-mesh landmarks and are left out",
+                        len(self.clip_ids) - len(keep), len(self.clip_ids))
+        self.clip_ids = [self.clip_ids[i] for i in keep]
+        self.lengths = self.lengths[keep]
+        self._clips.clear()
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = self._key(key)
+        n = int(self.lengths[index])
+        frame = n // 2 if rng is None else int(rng.integers(0, n))
+        lower = self.frames(index, frame, 1, self.face_size, lower=True)[0]
+        return {"lower": lower.contiguous(), "opening": self.opening(index, frame, 1)[0], "index": index,
+                "frame": frame}

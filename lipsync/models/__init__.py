@@ -3,6 +3,7 @@
 Public-release-compatible: :class:`Wav2Lip` (generator), :class:`SyncNetColor` (expert sync
 discriminator), :class:`QualityDisc` (visual quality discriminator), :class:`SyncNetV2`
 (LSE-D / LSE-C evaluation).  MARLIN-based: :class:`MarlinLipGenerator`, :class:`MarlinSyncNet`.
+Training aid: :class:`OpeningReader` (reads the mouth opening of a generated face).
 
 Every model takes RGB in [0, 1]; ``model.weights_colour`` says which order its weights expect
 (the release's are BGR) and the model converts at its boundary.  Shapes: docs/usage/models.md.
@@ -14,6 +15,7 @@ from .inference import prepare_for_inference
 from .marlin_encoder import MarlinWeightsError
 from .marlin_generator import MarlinLipConfig, MarlinLipGenerator
 from .marlin_syncnet import MarlinSyncConfig, MarlinSyncNet
+from .opening_reader import OpeningReader, OpeningReaderConfig
 from .quality_disc import QualityDisc, QualityDiscConfig
 from .registry import (
     ARCHITECTURES,
@@ -30,7 +32,8 @@ from .wav2lip import Wav2Lip, Wav2LipConfig
 
 __all__ = [
     "ARCHITECTURES", "GENERATORS", "MODELS", "MarlinLipConfig", "MarlinLipGenerator", "MarlinSyncConfig",
-    "MarlinSyncNet", "MarlinWeightsError", "ModelConfig", "QualityDisc", "QualityDiscConfig", "SyncNetColor",
-    "SyncNetColorConfig", "SyncNetV2", "SyncNetV2Config", "Wav2Lip", "Wav2LipConfig", "architecture_of",
-    "available_models", "create_model", "model_from_config", "prepare_for_inference", "swap_rb", "sync_loss",
+    "MarlinSyncNet", "MarlinWeightsError", "ModelConfig", "OpeningReader", "OpeningReaderConfig",
+    "QualityDisc", "QualityDiscConfig", "SyncNetColor", "SyncNetColorConfig", "SyncNetV2",
+    "SyncNetV2Config", "Wav2Lip", "Wav2LipConfig", "architecture_of", "available_models", "create_model",
+    "model_from_config", "prepare_for_inference", "swap_rb", "sync_loss",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from .config import ModelConfig
 from .marlin_generator import MarlinLipConfig, MarlinLipGenerator
 from .marlin_syncnet import MarlinSyncConfig, MarlinSyncNet
+from .opening_reader import OpeningReader, OpeningReaderConfig
 from .quality_disc import QualityDisc, QualityDiscConfig
 from .syncnet import SyncNetColor, SyncNetColorConfig
 from .syncnet_v2 import SyncNetV2, SyncNetV2Config
@@ -30,6 +31,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
     "syncnet_v2": (SyncNetV2, SyncNetV2Config),
     "marlin_lip": (MarlinLipGenerator, MarlinLipConfig),
     "marlin_sync": (MarlinSyncNet, MarlinSyncConfig),
+    "opening_reader": (OpeningReader, OpeningReaderConfig),
 }
 
 #: architecture keys of the generators (common forward: ``generator(faces, mels)``)
@@ -72,6 +74,9 @@ MODELS: dict[str, ModelSpec] = {
                                   "16-frame MARLIN sync expert, vit_tiny"),
     "marlin_sync_base": ModelSpec("marlin_sync", MarlinSyncConfig(marlin="vit_base"),
                                   "16-frame MARLIN sync expert, ViT-B (paper scale)"),
+    "opening_reader": ModelSpec("opening_reader", OpeningReaderConfig(),
+                                "mouth-opening reader for 96 px faces (a training loss: lipsync.train "
+                                "--reader)"),
 }
 
 

@@ -14,6 +14,10 @@ Recipe (REFERENCE.md 2)::
   loss reaches the audio encoder only through the whole decoder, and in short runs it learns to
   draw the face long before it finds the audio; the read-out makes the audio embedding carry
   the opening from the first steps, after which the decoder learns to use it;
+- read (``reader_wt``, with ``reader``): MSE between 10x the opening a frozen
+  :class:`lipsync.models.OpeningReader` reads in each generated lower half and 10x the target
+  frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
+  the average, a blurry half-open mouth; this term asks for the visible opening itself;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -43,6 +47,7 @@ from lipsync.models import (
     GENERATORS,
     MarlinLipGenerator,
     MarlinSyncNet,
+    OpeningReader,
     QualityDisc,
     SyncNetColor,
     create_model,
@@ -67,6 +72,7 @@ from .common import (
     bce,
     build_model,
     due,
+    lower_half,
     run_meta,
     save_png,
     set_lr,
@@ -92,6 +98,8 @@ class GeneratorTrainConfig:
     init: Path | None = None  # fine-tune from this generator checkpoint (new speaker)
     marlin_checkpoint: Path | None = None  # MARLIN encoder weights for a MARLIN generator
     expert: Path | None = None  # frozen sync expert checkpoint (no sync loss without one)
+    reader: Path | None = None  # frozen mouth-opening reader checkpoint (no read loss without one)
+    reader_wt: float = 1.0  # weight of the read loss (with reader)
     disc_init: Path | None = None  # quality discriminator weights to start from
     disc_model: str = "quality_disc"  # registry name of the discriminator (when not from disc_init)
     steps: int = 3000
@@ -147,6 +155,16 @@ class OpeningHead(torch.nn.Module):
         return self.linear(embedding.flatten(1)).squeeze(1)
 
 
+def _load_reader(cfg: GeneratorTrainConfig, device: torch.device) -> OpeningReader | None:
+    if cfg.reader is None or cfg.reader_wt <= 0:
+        return None
+    try:
+        reader = load(cfg.reader, kind="opening_reader").model
+    except CheckpointError as e:
+        raise TrainingError(str(e)) from e
+    return reader.to(device).eval().requires_grad_(False)
+
+
 def _decoded_frames(cfg: GeneratorTrainConfig, gen: torch.nn.Module, frames: int,
                     expert: torch.nn.Module | None) -> int:
     """Frames of each sample the generator decodes in a training step (``cfg.train_frames``)."""
@@ -192,6 +210,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     frames = gen.frames_per_window if gen.frames_per_window > 1 else 5
     expert = _load_expert(cfg, frames, acc.device)
     decoded = _decoded_frames(cfg, gen, frames, expert)
+    reader = _load_reader(cfg, acc.device)
     disc = _load_disc(cfg)
     train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size),
                                           cfg.data, cfg.val_fraction)
@@ -309,6 +328,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 losses["opening"] = F.mse_loss(said[known], 10.0 * opening.flatten()[known]) \
                     if known.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
+            if reader is not None:
+                with acc.autocast():
+                    read = reader(lower_half(pred, reader.face_size).transpose(1, 2).flatten(0, 1)).float()
+                known = torch.isfinite(opening.flatten())
+                losses["read"] = F.mse_loss(10.0 * read[known], 10.0 * opening.flatten()[known]) \
+                    if known.any() else read.sum() * 0.0
+                recon = recon + cfg.reader_wt * losses["read"]
             if expert is not None:
                 with torch.set_grad_enabled(sync_wt > 0), acc.autocast():
                     sim = expert_similarity(expert, pred, mels, batch["window_mel"].to(acc.device))

@@ -1,0 +1,208 @@
+"""Training loop of the mouth-opening reader (``OpeningReader``, ``python -m lipsync.train_reader``).
+
+Recipe: single frames' lower halves against the opening their face-mesh landmarks measure
+(:class:`lipsync.data.datasets.OpeningDataset`), MSE on 10x the opening, AdamW (weight decay
+0.05) with warmup and cosine decay.  Each batch is augmented on the fly (:func:`augment`): a
+random Gaussian blur on most samples, brightness / colour / contrast changes, a small shift,
+a horizontal flip and noise.  The reader is meant to judge *generated* mouths, which are
+blurrier and differently coloured than any training frame; without the blur it learns lip
+texture that a generator does not draw (measured on the synthetic set: val correlation
+0.83 and falling as it overfits, 0.75 on blurred frames; with it 0.96 and 0.95).
+
+Evaluation every ``eval_every`` steps on fixed val frames: ``val/rmse`` (opening units),
+``val/r`` (Pearson correlation) and ``val/r_blur`` (the same frames blurred, sigma 1.5 px).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lipsync.checkpoints import save as save_weights
+from lipsync.data.datasets import OpeningDataset, collate_keys, fixed_keys
+from marlin.training import (
+    MetricLogger,
+    ResumableBatchSampler,
+    check_finite,
+    load_training_state,
+    make_accelerator,
+    make_loader,
+    progress,
+    save_training_state,
+    seed_everything,
+    warmup_cosine,
+)
+
+from .common import IntervalMeans, build_model, due, run_meta, train_val_datasets
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReaderTrainConfig", "train_reader", "evaluate_reader", "augment", "gaussian_blur"]
+
+
+@dataclass(frozen=True)
+class ReaderTrainConfig:
+    """Everything one reader training run needs (built by ``python -m lipsync.train_reader``)."""
+
+    data: Path  # preprocessed data folder (with face-mesh landmarks)
+    out: Path  # run folder
+    model: str = "opening_reader"
+    overrides: tuple[tuple[str, object], ...] = ()
+    init: Path | None = None
+    steps: int = 750
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 75
+    val_fraction: float = 0.1
+    val_samples: int = 512
+    eval_every: int = 250
+    save_every: int = 250
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    cpu: bool = False
+    mixed_precision: str = "auto"
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, radius: int = 3) -> Tensor:
+    """Blur each image of ``x`` (N, C, H, W) with its own ``sigma`` (N,) pixels (separable, edges replicated).
+
+    Written here because the one image library that has it (torchvision) is not importable on
+    every install this project supports (see ``lipsync.compat``); this is two grouped convolutions.
+    """
+    n, c, h, w = x.shape
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-t[None] ** 2 / (2 * sigma.to(x)[:, None].clamp_min(1e-3) ** 2))
+    g = (g / g.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, k)
+    y = F.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="replicate")
+    y = F.conv2d(y, g[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, g[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def augment(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Randomly blurred, recoloured, shifted, mirrored and noisy copies of ``x`` (N, 3, H, W) in [0, 1]."""
+    n = x.shape[0]
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(shape, generator=generator).to(x.device)
+
+    blurred = gaussian_blur(x, rand(n) * 2.0 + 0.05)
+    x = torch.where(rand(n, 1, 1, 1) < 0.7, blurred, x)
+    x = x * (0.8 + 0.4 * rand(n, 1, 1, 1)) * (0.85 + 0.3 * rand(n, 3, 1, 1)) + 0.1 * (rand(n, 3, 1, 1) - 0.5)
+    dy, dx = (int(torch.randint(-k, k + 1, (1,), generator=generator)) for k in (3, 4))
+    x = torch.roll(x, (dy, dx), (2, 3))
+    x = torch.where(rand(n, 1, 1, 1) < 0.5, x.flip(3), x)
+    x = x + 0.02 * torch.randn(x.shape, generator=generator).to(x.device)
+    return x.clamp(0.0, 1.0)
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / denom if denom > 1e-12 else 0.0
+
+
+@torch.no_grad()
+def evaluate_reader(model: torch.nn.Module, dataset: OpeningDataset | None, keys: list, batch_size: int,
+                    device: torch.device) -> dict[str, float]:
+    """``val/rmse``, ``val/r`` and ``val/r_blur`` over fixed frames (empty without val data)."""
+    if dataset is None or not keys:
+        return {}
+    was = model.training
+    model.eval()
+    said, blur_said, truth = [], [], []
+    for lo in range(0, len(keys), batch_size):
+        batch = collate_keys(dataset, keys[lo:lo + batch_size])
+        lower = batch["lower"].to(device)
+        said.append(model(lower).float().cpu())
+        blur_said.append(model(gaussian_blur(lower, torch.full((len(lower),), 1.5))).float().cpu())
+        truth.append(batch["opening"].float())
+    model.train(was)
+    p, pb, y = torch.cat(said), torch.cat(blur_said), torch.cat(truth)
+    return {"val/rmse": float((p - y).pow(2).mean().sqrt()), "val/r": _pearson(p, y),
+            "val/r_blur": _pearson(pb, y)}
+
+
+def train_reader(cfg: ReaderTrainConfig) -> dict[str, float]:
+    """Train a reader; writes ``OUT/reader.safetensors`` (for ``python -m lipsync.train --reader``),
+    ``OUT/state.pt``, ``metrics.csv`` and ``tb/``.  Returns the last evaluation metrics."""
+    acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, dict(cfg.overrides), cfg.init, ("opening_reader",))
+    train_ds, val_ds = train_val_datasets(partial(OpeningDataset, face_size=model.face_size), cfg.data,
+                                          cfg.val_fraction)
+    keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, warmup_steps=min(cfg.warmup_steps, cfg.steps), total_steps=cfg.steps)
+    ddp, opt = acc.prepare(model, opt)
+    core = acc.unwrap_model(ddp)
+    state_path = cfg.out / "state.pt"
+    start, extra = 0, {}
+    if cfg.resume:
+        start, extra = load_training_state(state_path, models={"reader": ddp}, optimizers={"reader": opt},
+                                           schedulers={"reader": sched}, accelerator=acc)
+    means = IntervalMeans(acc.device, extra)
+    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
+                                    world_size=acc.num_processes, start_step=start)
+    batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
+    logger = MetricLogger(cfg.out, enabled=acc.is_main_process, resume_step=start if cfg.resume else None)
+    last: dict[str, float] = {}
+
+    def evaluate(step: int) -> None:
+        nonlocal last
+        if acc.is_main_process:
+            last = evaluate_reader(core, val_ds, keys, cfg.batch_size, acc.device)
+            logger.log(step, last)
+
+    def save(step: int) -> None:
+        save_training_state(state_path, models={"reader": ddp}, optimizers={"reader": opt},
+                            schedulers={"reader": sched}, step=step,
+                            extra=means.state(), accelerator=acc)
+        if acc.is_main_process:
+            scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
+            meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
+                            **scores)
+            save_weights(cfg.out / "reader.safetensors", core, meta)
+        acc.wait_for_everyone()
+
+    if start == 0:
+        evaluate(0)
+    bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train_reader")
+    means.start_clock()
+    try:
+        for step in range(start, cfg.steps):
+            batch = next(batches)
+            lower = augment(batch["lower"].to(acc.device))  # global RNG: restored on resume
+            with acc.autocast():
+                said = ddp(lower)
+            loss = F.mse_loss(10.0 * said.float(), 10.0 * batch["opening"].to(acc.device).float())
+            check_finite({"loss": loss}, step, acc, state_path if state_path.exists() else None)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            done = step + 1
+            bar.update(1)
+            means.add({"train/loss": loss}, len(lower))
+            if due(done, cfg.log_every, cfg.steps):
+                metrics = means.flush(acc)
+                logger.log(done, metrics)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+            if due(done, cfg.eval_every, cfg.steps):
+                evaluate(done)
+            if due(done, cfg.save_every, cfg.steps):
+                save(done)
+    finally:
+        bar.close()
+        logger.close()
+    return last
