@@ -46,7 +46,7 @@ class OpeningReader(nn.Module):
     ``mouth_opening``: about 0 closed, 0.3-0.5 wide open).
 
     Four stride-2 stages of two 3x3 convolutions with BatchNorm and ReLU, global average
-    pooling, dropout and a linear read-out (``width=16``: about 0.1 M parameters).
+    pooling, dropout and a linear read-out (``width=16``: 0.15 M parameters).
     """
 
     def __init__(self, config: OpeningReaderConfig | None = None) -> None:
