@@ -12,7 +12,7 @@ from lipsync.data.datasets import OpeningDataset
 from lipsync.models import OpeningReader, OpeningReaderConfig, create_model
 from lipsync.train import main as train_generator_main
 from lipsync.train_reader import cli, main
-from lipsync.training import reader_loop
+from lipsync.training import single_loop
 from lipsync.training.reader_loop import augment, gaussian_blur
 
 _one_thread = one_thread_fixture()
@@ -82,7 +82,7 @@ def test_reader_learns_the_drawn_opening(data, tmp_path):
 def test_reader_resume_is_exact(data, tmp_path, monkeypatch):
     args = ["--data", str(data), "--cpu", *SMALL, "--steps", "6", "--batch-size", "8", "--val-samples", "8",
             "--eval-every", "3", "--save-every", "2", "--log-every", "1", "--warmup-steps", "2"]
-    full, cut = full_and_resumed(main, reader_loop, args, tmp_path, monkeypatch, at=3)
+    full, cut = full_and_resumed(main, single_loop, args, tmp_path, monkeypatch, at=3)
     for key in [(6, "train/loss"), (6, "val/rmse"), (6, "val/r")]:
         assert cut[key] == pytest.approx(full[key], rel=1e-5), key
 

@@ -75,7 +75,7 @@ def test_expert_learns_and_saves_loadable_weights(data, tmp_path, narrow):
 def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, narrow):
     args = ["--data", str(data), *BASE, "--steps", "5", "--batch-size", "4", "--lr", "1e-3",
             "--save-every", "2", "--log-every", "1", "--eval-every", "100"]
-    import lipsync.training.syncnet_loop as loop
+    import lipsync.training.single_loop as loop
 
     # killed while computing step 4, after the checkpoint of step 2
     full, cut = full_and_resumed(main, loop, args, tmp_path, monkeypatch, at=3)

@@ -25,22 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import OpeningDataset, collate_keys, fixed_keys
-from marlin.training import (
-    MetricLogger,
-    ResumableBatchSampler,
-    check_finite,
-    load_training_state,
-    make_accelerator,
-    make_loader,
-    progress,
-    save_training_state,
-    seed_everything,
-    warmup_cosine,
-)
+from marlin.training import make_accelerator, seed_everything, warmup_cosine
 
-from .common import IntervalMeans, build_model, due, run_meta, train_val_datasets
+from .common import build_model, train_val_datasets
+from .single_loop import SingleModelRun, run_single_model
 
 log = logging.getLogger(__name__)
 
@@ -146,63 +135,15 @@ def train_reader(cfg: ReaderTrainConfig) -> dict[str, float]:
     sched = warmup_cosine(opt, warmup_steps=min(cfg.warmup_steps, cfg.steps), total_steps=cfg.steps)
     ddp, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(ddp)
-    state_path = cfg.out / "state.pt"
-    start, extra = 0, {}
-    if cfg.resume:
-        start, extra = load_training_state(state_path, models={"reader": ddp}, optimizers={"reader": opt},
-                                           schedulers={"reader": sched}, accelerator=acc)
-    means = IntervalMeans(acc.device, extra)
-    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
-                                    world_size=acc.num_processes, start_step=start)
-    batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
-    logger = MetricLogger(cfg.out, enabled=acc.is_main_process, resume_step=start if cfg.resume else None)
-    last: dict[str, float] = {}
 
-    def evaluate(step: int) -> None:
-        nonlocal last
-        if acc.is_main_process:
-            last = evaluate_reader(core, val_ds, keys, cfg.batch_size, acc.device)
-            logger.log(step, last)
+    def step(batch: dict) -> tuple[Tensor, dict[str, Tensor], int]:
+        lower = augment(batch["lower"].to(acc.device))  # the global RNG: restored on resume
+        with acc.autocast():
+            said = ddp(lower)
+        loss = F.mse_loss(10.0 * said.float(), 10.0 * batch["opening"].to(acc.device).float())
+        return loss, {}, len(lower)
 
-    def save(step: int) -> None:
-        save_training_state(state_path, models={"reader": ddp}, optimizers={"reader": opt},
-                            schedulers={"reader": sched}, step=step,
-                            extra=means.state(), accelerator=acc)
-        if acc.is_main_process:
-            scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
-            meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
-                            **scores)
-            save_weights(cfg.out / "reader.safetensors", core, meta)
-        acc.wait_for_everyone()
-
-    if start == 0:
-        evaluate(0)
-    bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train_reader")
-    means.start_clock()
-    try:
-        for step in range(start, cfg.steps):
-            batch = next(batches)
-            lower = augment(batch["lower"].to(acc.device))  # global RNG: restored on resume
-            with acc.autocast():
-                said = ddp(lower)
-            loss = F.mse_loss(10.0 * said.float(), 10.0 * batch["opening"].to(acc.device).float())
-            check_finite({"loss": loss}, step, acc, state_path if state_path.exists() else None)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
-            sched.step()
-            done = step + 1
-            bar.update(1)
-            means.add({"train/loss": loss}, len(lower))
-            if due(done, cfg.log_every, cfg.steps):
-                metrics = means.flush(acc)
-                logger.log(done, metrics)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-            if due(done, cfg.eval_every, cfg.steps):
-                evaluate(done)
-            if due(done, cfg.save_every, cfg.steps):
-                save(done)
-    finally:
-        bar.close()
-        logger.close()
-    return last
+    run = SingleModelRun(name="reader", model=ddp, core=core, optimizer=opt, train_ds=train_ds, step=step,
+                         evaluate=lambda: evaluate_reader(core, val_ds, keys, cfg.batch_size, acc.device),
+                         scheduler=sched, desc="train_reader")
+    return run_single_model(cfg, acc, run)

@@ -15,22 +15,12 @@ from pathlib import Path
 
 import torch
 
-from lipsync.checkpoints import save as save_weights
 from lipsync.data.datasets import SyncDataset, collate_keys, fixed_keys
 from lipsync.models import SyncNetColor
-from marlin.training import (
-    MetricLogger,
-    ResumableBatchSampler,
-    check_finite,
-    load_training_state,
-    make_accelerator,
-    make_loader,
-    progress,
-    save_training_state,
-    seed_everything,
-)
+from marlin.training import make_accelerator, seed_everything
 
-from .common import IntervalMeans, bce, build_model, due, run_meta, set_lr, train_val_datasets, trainable
+from .common import bce, build_model, train_val_datasets, trainable
+from .single_loop import SingleModelRun, run_single_model
 
 log = logging.getLogger(__name__)
 
@@ -110,63 +100,14 @@ def train_syncnet(cfg: SyncTrainConfig) -> dict[str, float]:
     opt = torch.optim.Adam(trainable(model), lr=cfg.lr)
     ddp, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(ddp)
-    state_path = cfg.out / "state.pt"
-    start, extra = 0, {}
-    if cfg.resume:
-        start, extra = load_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt},
-                                           accelerator=acc)
-        set_lr(opt, cfg.lr)  # this run's rate, not the saved one
-    means = IntervalMeans(acc.device, extra)  # kept in checkpoints for exact resumes
-    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, rank=acc.process_index,
-                                    world_size=acc.num_processes, start_step=start)
-    batches = iter(make_loader(train_ds, sampler, num_workers=cfg.num_workers, seed=cfg.seed))
-    logger = MetricLogger(cfg.out, enabled=acc.is_main_process, resume_step=start if cfg.resume else None)
-    last: dict[str, float] = {}
 
-    def evaluate(step: int) -> None:
-        nonlocal last
-        if acc.is_main_process:
-            last = evaluate_expert(core, val_ds, keys, cfg.batch_size, acc.device)
-            logger.log(step, last)
+    def step(batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        label = batch["label"].to(acc.device)
+        sim = _similarity(ddp, batch["mel"].to(acc.device), batch["lower"].to(acc.device))
+        accuracy = ((sim.detach() > 0.5).float() == label).float().mean()
+        return bce(sim, label), {"train/accuracy": accuracy}, len(label)
 
-    def save(step: int) -> None:
-        save_training_state(state_path, models={"expert": ddp}, optimizers={"expert": opt}, step=step,
-                            extra=means.state(),
-                            accelerator=acc)
-        if acc.is_main_process:
-            scores = {"val_" + k.split("/")[1]: v for k, v in last.items()}
-            meta = run_meta(cfg.data, step, model=cfg.model if cfg.init is None else None, init=cfg.init,
-                            max_offset=cfg.max_offset, **scores)
-            save_weights(cfg.out / "expert.safetensors", core, meta)
-        acc.wait_for_everyone()
-
-    if start == 0:
-        evaluate(0)
-    bar = progress(cfg.steps, start, enabled=acc.is_main_process, desc="train_syncnet")
-    means.start_clock()
-    try:
-        for step in range(start, cfg.steps):
-            batch = next(batches)
-            label = batch["label"].to(acc.device)
-            sim = _similarity(ddp, batch["mel"].to(acc.device), batch["lower"].to(acc.device))
-            loss = bce(sim, label)
-            check_finite({"loss": loss}, step, acc, state_path if state_path.exists() else None)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
-            done = step + 1
-            bar.update(1)
-            accuracy = ((sim.detach() > 0.5).float() == label).float().mean()
-            means.add({"train/loss": loss, "train/accuracy": accuracy}, len(label))
-            if due(done, cfg.log_every, cfg.steps):
-                metrics = means.flush(acc)
-                logger.log(done, metrics)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            if due(done, cfg.eval_every, cfg.steps):
-                evaluate(done)
-            if due(done, cfg.save_every, cfg.steps):
-                save(done)
-    finally:
-        bar.close()
-        logger.close()
-    return last
+    run = SingleModelRun(name="expert", model=ddp, core=core, optimizer=opt, train_ds=train_ds, step=step,
+                         evaluate=lambda: evaluate_expert(core, val_ds, keys, cfg.batch_size, acc.device),
+                         meta={"max_offset": cfg.max_offset}, desc="train_syncnet")
+    return run_single_model(cfg, acc, run)
