@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 from marlin.cli import HelpFormatter
-from marlin.data import DataError
-from marlin.training import add_run_args, run_cli
+from marlin.training import add_run_args
 
-from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides
+from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides, trainer_cli
 from .training.reader_loop import ReaderTrainConfig, train_reader
 
 __all__ = ["build_parser", "main", "cli"]
@@ -65,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_cli(main, argv, bad_input=(DataError, ValueError))
+    return trainer_cli(main, argv)
 
 
 if __name__ == "__main__":

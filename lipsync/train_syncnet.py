@@ -18,10 +18,9 @@ from pathlib import Path
 
 from lipsync.models import MODELS
 from marlin.cli import HelpFormatter
-from marlin.data import DataError
-from marlin.training import add_run_args, run_cli
+from marlin.training import add_run_args
 
-from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides
+from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides, trainer_cli
 from .training.syncnet_loop import EXPERTS, SyncTrainConfig, train_syncnet
 
 __all__ = ["build_parser", "main", "cli"]
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_cli(main, argv, bad_input=(DataError, ValueError))
+    return trainer_cli(main, argv)
 
 
 if __name__ == "__main__":

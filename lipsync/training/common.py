@@ -20,14 +20,14 @@ from torch import Tensor, nn
 
 from lipsync.checkpoints import CheckpointError, load
 from lipsync.models import MODELS, create_model
-from marlin.data import split_clips
-from marlin.training import TrainingError, atomic_write
+from marlin.data import DataError, split_clips
+from marlin.training import TrainingError, atomic_write, run_cli
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OneLineParser", "add_eval_args", "check_args", "parse_overrides", "build_model", "trainable",
-           "set_lr", "train_val_datasets", "IntervalMeans", "due", "bce", "lower_half", "save_png",
-           "image_rows", "write_sample_video", "run_meta"]
+__all__ = ["OneLineParser", "trainer_cli", "add_eval_args", "check_args", "parse_overrides", "build_model",
+           "trainable", "set_lr", "train_val_datasets", "IntervalMeans", "due", "bce", "lower_half",
+           "save_png", "image_rows", "write_sample_video", "run_meta"]
 
 D = TypeVar("D")
 
@@ -38,6 +38,13 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def trainer_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a lip-sync trainer's ``main`` from the shell: INFO logging; bad input (missing data,
+    a wrong checkpoint, an invalid value) -> one ``error:`` line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_cli(main, argv, bad_input=(DataError, ValueError))
 
 
 def add_eval_args(p: argparse.ArgumentParser, *, val_samples: int) -> None:
