@@ -7,9 +7,9 @@ generator that is unsure how far the mouth opens draw the average, a blurry half
 and the sync expert is satisfied by cues a landmark detector does not see; the reader's loss
 asks for a mouth whose visible opening is the one the target frame has.
 
-Blur, colour and shift augmentation during its training (see the trainer) make it read the
-coarse shape of the gap rather than the fine texture of sharp lips, so that it still reads a
-blurry generated mouth and its gradient points at a more open or more closed one.
+Its training blurs most frames and changes their colour and position (see the trainer), so
+that it reads a blurry, differently coloured generated mouth as well as a sharp one and its
+gradient points at a more open or more closed mouth.
 """
 
 from __future__ import annotations

@@ -321,18 +321,18 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             if cfg.mouth_wt > 0:
                 losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
+            opening = opening.flatten()  # one per decoded frame, clip-major
+            known = torch.isfinite(opening)  # frames whose clip has face-mesh landmarks
             if head is not None:
                 with acc.autocast():
                     said = head(embedding.pop()).float()
-                known = torch.isfinite(opening.flatten())
-                losses["opening"] = F.mse_loss(said[known], 10.0 * opening.flatten()[known]) \
+                losses["opening"] = F.mse_loss(said[known], 10.0 * opening[known]) \
                     if known.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
             if reader is not None:
                 with acc.autocast():
                     read = reader(lower_half(pred, reader.face_size).transpose(1, 2).flatten(0, 1)).float()
-                known = torch.isfinite(opening.flatten())
-                losses["read"] = F.mse_loss(10.0 * read[known], 10.0 * opening.flatten()[known]) \
+                losses["read"] = F.mse_loss(10.0 * read[known], 10.0 * opening[known]) \
                     if known.any() else read.sum() * 0.0
                 recon = recon + cfg.reader_wt * losses["read"]
             if expert is not None:

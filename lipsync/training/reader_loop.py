@@ -5,9 +5,10 @@ Recipe: single frames' lower halves against the opening their face-mesh landmark
 0.05) with warmup and cosine decay.  Each batch is augmented on the fly (:func:`augment`): a
 random Gaussian blur on most samples, brightness / colour / contrast changes, a small shift,
 a horizontal flip and noise.  The reader is meant to judge *generated* mouths, which are
-blurrier and differently coloured than any training frame; without the blur it learns lip
-texture that a generator does not draw (measured on the synthetic set: val correlation
-0.83 and falling as it overfits, 0.75 on blurred frames; with it 0.96 and 0.95).
+blurrier and differently coloured than any training frame.  On the synthetic set (128 training
+identities) it overfits easily: a first version, 1.5x as wide, without dropout, flips or
+per-channel colour changes and with weight decay 1e-4, reached a held-out correlation of 0.83
+after 500 steps and fell to 0.72 by 1500; this recipe reaches 0.95 (0.94 on blurred frames).
 
 Evaluation every ``eval_every`` steps on fixed val frames: ``val/rmse`` (opening units),
 ``val/r`` (Pearson correlation) and ``val/r_blur`` (the same frames blurred, sigma 1.5 px).
@@ -16,7 +17,6 @@ Evaluation every ``eval_every`` steps on fixed val frames: ``val/rmse`` (opening
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipsync.data.datasets import OpeningDataset, collate_keys, fixed_keys
+from lipsync.data.sync_measure import sync_correlation
 from marlin.training import make_accelerator, seed_everything, warmup_cosine
 
 from .common import build_model, train_val_datasets
@@ -95,12 +96,6 @@ def augment(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return x.clamp(0.0, 1.0)
 
 
-def _pearson(a: Tensor, b: Tensor) -> float:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum()) / denom if denom > 1e-12 else 0.0
-
-
 @torch.no_grad()
 def evaluate_reader(model: torch.nn.Module, dataset: OpeningDataset | None, keys: list, batch_size: int,
                     device: torch.device) -> dict[str, float]:
@@ -118,8 +113,9 @@ def evaluate_reader(model: torch.nn.Module, dataset: OpeningDataset | None, keys
         truth.append(batch["opening"].float())
     model.train(was)
     p, pb, y = torch.cat(said), torch.cat(blur_said), torch.cat(truth)
-    return {"val/rmse": float((p - y).pow(2).mean().sqrt()), "val/r": _pearson(p, y),
-            "val/r_blur": _pearson(pb, y)}
+    return {"val/rmse": float((p - y).pow(2).mean().sqrt()),
+            "val/r": sync_correlation(p.numpy(), y.numpy(), max_lag=0).correlation,
+            "val/r_blur": sync_correlation(pb.numpy(), y.numpy(), max_lag=0).correlation}
 
 
 def train_reader(cfg: ReaderTrainConfig) -> dict[str, float]:
