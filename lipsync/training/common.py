@@ -1,4 +1,4 @@
-"""Pieces both lip-sync trainers share: model building, config overrides, datasets, loss logging,
+"""Pieces the lip-sync trainers share: model building, config overrides, datasets, loss logging,
 samples, BCE, CLI errors."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def trainer_cli(main: Callable[[list[str] | None], int], argv: list[str] | None 
 
 
 def add_eval_args(p: argparse.ArgumentParser, *, val_samples: int) -> None:
-    """``--val-fraction``, ``--val-samples`` and ``--eval-every`` (both trainers)."""
+    """``--val-fraction``, ``--val-samples`` and ``--eval-every`` (every lip-sync trainer)."""
     p.add_argument("--val-fraction", type=float, default=0.1, help="identity share for val (no val.txt)")
     p.add_argument("--val-samples", type=int, default=val_samples, help="fixed val samples per evaluation")
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
