@@ -3,7 +3,7 @@
 Recipe: single frames' lower halves against the opening their face-mesh landmarks measure
 (:class:`lipsync.data.datasets.OpeningDataset`), MSE on 10x the opening, AdamW (weight decay
 0.05) with warmup and cosine decay.  Each batch is augmented on the fly (:func:`augment`): a
-random Gaussian blur on most samples, brightness / colour / contrast changes, a small shift,
+random Gaussian blur on most samples, brightness, per-channel colour and offset changes, a small shift,
 a horizontal flip and noise.  The reader is meant to judge *generated* mouths, which are
 blurrier and differently coloured than any training frame.  On the synthetic set (128 training
 identities) it overfits easily: a first version, 1.5x as wide, without dropout, flips or
