@@ -219,6 +219,29 @@ def test_reference_mask_hides_the_reference_mouth(fill):
         MarlinLipConfig(marlin="vit_tiny", reference_fill="noise")
 
 
+def test_mean_fill_shows_the_window_average_mouth_not_each_frame():
+    # "mean": within a window the frames' mouths may be shuffled (same average) without changing
+    # the output; a different average mouth changes it, and windows do not share their fill
+    torch.manual_seed(5)
+    model = create_model("marlin_lip_tiny", **{**SMALL, "reference_mask": (0.25, 0.5, 0.75, 0.75),
+                                               "reference_fill": "mean"}).eval()
+    faces, mels = inputs(2, 96)
+    faces[:, 3:, :, 48:72, 24:72] = torch.rand(2, 3, 16, 24, 48)
+    shuffled = faces.clone()
+    shuffled[:, 3:, :, 48:72, 24:72] = faces[:, 3:, torch.randperm(16), 48:72, 24:72]
+    brighter = faces.clone()
+    brighter[1, 3:, :, 48:72, 24:72] += 0.2
+    with torch.no_grad():
+        out = model(faces, mels)
+        torch.testing.assert_close(model(shuffled, mels), out, rtol=0, atol=1e-5)
+        changed = (model(brighter, mels) - out).abs().amax(dim=(1, 2, 3, 4))
+    assert changed[0] == 0 and changed[1] > 1e-4
+    x = model._mask_reference(faces.transpose(1, 2).reshape(32, 6, 96, 96))
+    box = x[:, 3:, 48:72, 24:72].reshape(2, 16, 3, 24, 48)
+    torch.testing.assert_close(box, faces[:, 3:, :, 48:72, 24:72].mean(2, keepdim=True)
+                               .transpose(1, 2).expand(-1, 16, -1, -1, -1))
+
+
 def test_edge_fill_continues_the_shading_around_the_box():
     # a plane a*x + b*y + c is rebuilt exactly (both interpolations are linear), whatever was inside
     ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(32.0), indexing="ij")

@@ -75,8 +75,10 @@ class MarlinLipConfig(ModelConfig):
     audio_skip: int = 0  # audio channels also given to every decoder scale (0: the paper's layout)
     # box (x1, y1, x2, y2, fractions of the face side) blanked in the reference before use; None: off
     reference_mask: tuple[float, float, float, float] | None = None
-    # what fills that box: "zero" (black), or "edges": a smooth patch interpolated from the pixels
-    # around the box, so the reference keeps the skin's colour and shading but not the mouth
+    # what fills that box: "zero" (black); "edges": a smooth patch interpolated from the pixels
+    # around the box, so the reference keeps the skin's colour and shading but not the mouth;
+    # "mean": the box's mean over the reference's 16-frame window, so the lips' colour and resting
+    # place are shown but not how far the mouth is open in any one frame
     reference_fill: str = "zero"
 
     def __post_init__(self) -> None:
@@ -89,8 +91,8 @@ class MarlinLipConfig(ModelConfig):
         if not ok:
             raise ValueError("reference_mask must be (x1, y1, x2, y2) fractions with x1 < x2, y1 < y2, "
                              f"got {box}")
-        if self.reference_fill not in ("zero", "edges"):
-            raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero' or 'edges'")
+        if self.reference_fill not in ("zero", "edges", "mean"):
+            raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero', 'edges' or 'mean'")
         if self.audio_skip < 0:
             raise ValueError(f"audio_skip must be >= 0, got {self.audio_skip}")
         if self.encoder_init not in ("marlin", "random"):
@@ -230,8 +232,16 @@ class MarlinLipGenerator(nn.Module):
         s = x.shape[-1]
         x1, y1, x2, y2 = (round(v * s) for v in box)
         x = x.clone()
-        x[:, 3:6, y1:y2, x1:x2] = 0.0 if self.config.reference_fill == "zero" else \
-            edge_fill(x[:, 3:6], (x1, y1, x2, y2))
+        fill = self.config.reference_fill
+        if fill == "zero":
+            x[:, 3:6, y1:y2, x1:x2] = 0.0
+        elif fill == "edges":
+            x[:, 3:6, y1:y2, x1:x2] = edge_fill(x[:, 3:6], (x1, y1, x2, y2))
+        else:  # "mean": x holds whole windows of frames_per_window consecutive frames
+            box = x[:, 3:6, y1:y2, x1:x2]
+            per = self.frames_per_window
+            mean = box.reshape(-1, per, *box.shape[1:]).mean(1, keepdim=True)
+            x[:, 3:6, y1:y2, x1:x2] = mean.expand(-1, per, *box.shape[1:]).reshape(box.shape)
         return x
 
     def _encode_folded(self, x: Tensor) -> Tensor:
