@@ -292,3 +292,36 @@ def test_init_with_set_changes_shape_free_fields_only(tmp_path):
         build_model("ignored", {"audio_skip": 4}, path, GENERATORS)
     with pytest.raises(TrainingError, match="--set"):
         build_model("ignored", {"no_such_field": 1}, path, GENERATORS)
+
+
+def test_init_with_set_grows_a_refiner_that_starts_neutral(tmp_path):
+    """--init --set refine_channels=K adds the full-resolution refiner: same output until it trains."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(1)
+    base = registry.create_model("marlin_lip_tiny", img_size=48).eval()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"refine_channels": 8}, path, GENERATORS)
+    assert model.config.refine_channels == 8
+    assert sum(p.numel() for p in model.refine.parameters()) > 0
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=0)
+    # the refiner trains: one step moves the output
+    model.train()
+    opt = torch.optim.SGD(model.refine.parameters(), lr=1.0)
+    target = torch.rand(2, 3, 16, 48, 48)
+    (model(faces, mels) - target).abs().mean().backward()
+    assert model.refine[-1].weight.grad.abs().sum() > 0
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert (model(faces, mels) - base(faces, mels)).abs().max() > 1e-4
+    # saved and loaded with its refiner
+    again = checkpoints.load(checkpoints.save(tmp_path / "refined.safetensors", model)).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(faces, mels), model(faces, mels))
+    with pytest.raises(ValueError, match="refine_channels"):
+        registry.create_model("marlin_lip_tiny", refine_channels=-1)

@@ -80,6 +80,10 @@ class MarlinLipConfig(ModelConfig):
     # "mean": the box's mean over the reference's 16-frame window, so the lips' colour and resting
     # place are shown but not how far the mouth is open in any one frame
     reference_fill: str = "zero"
+    # width of an optional full-resolution refiner (0: none): two 3x3 units on what the output block
+    # sees, whose 1x1 RGB head starts at zero and is added to the output block's logits, so a
+    # trained generator gains it with --init --set refine_channels=K unchanged until it trains
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,6 +97,8 @@ class MarlinLipConfig(ModelConfig):
                              f"got {box}")
         if self.reference_fill not in ("zero", "edges", "mean"):
             raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero', 'edges' or 'mean'")
+        if self.refine_channels < 0:
+            raise ValueError(f"refine_channels must be >= 0, got {self.refine_channels}")
         if self.audio_skip < 0:
             raise ValueError(f"audio_skip must be >= 0, got {self.audio_skip}")
         if self.encoder_init not in ("marlin", "random"):
@@ -161,6 +167,9 @@ class MarlinLipGenerator(nn.Module):
         is False.  Load MARLIN weights with :meth:`load_marlin`.
     """
 
+    #: modules a config change may add to trained weights (``--init --set``): they start neutral
+    grown_prefixes = ("refine.",)
+
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or MarlinLipConfig()
@@ -187,6 +196,13 @@ class MarlinLipGenerator(nn.Module):
         width = cfg.output_channels
         self.output_block = nn.Sequential(  # the input again at full size, a 3x3 unit, a 1x1 to RGB
             ConvUnit(cin + extra, width, 3, 1, 1), nn.Conv2d(width, 3, 1), nn.Sigmoid())
+        if cfg.refine_channels:
+            k = cfg.refine_channels
+            head = nn.Conv2d(k, 3, 1)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            self.refine = nn.Sequential(ConvUnit(cin + extra, k, 3, 1, 1),
+                                        ConvUnit(k, k, 3, 1, 1, residual=True), head)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -303,7 +319,12 @@ class MarlinLipGenerator(nn.Module):
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
                 if h.shape[-1] != size else h
             h = block(torch.cat([h, *_extra(x, skip, size)], dim=1))
-        out = self.output_block(torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1))
+        z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
+        if self.config.refine_channels:
+            logits = self.output_block[1](self.output_block[0](z)) + self.refine(z)
+            out = self.output_block[2](logits)
+        else:
+            out = self.output_block(z)
         return unfold_frames(out, t)
 
 

@@ -125,7 +125,9 @@ def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) ->
     """``model`` rebuilt with config ``overrides`` and its weights copied over.
 
     For fields that leave every weight's shape alone (e.g. ``reference_mask``, ``audio_skip`` is
-    not one); anything else is a one-line TrainingError naming the weights that no longer fit.
+    not one), and fields that add modules the model lists in ``grown_prefixes`` (they start neutral,
+    e.g. ``refine_channels``); anything else is a one-line TrainingError naming the weights that no
+    longer fit.
     """
     import dataclasses
 
@@ -138,13 +140,15 @@ def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) ->
     except (TypeError, ValueError) as e:
         raise TrainingError(f"--set {dict(overrides)}: {e}") from e
     old, fresh = model.state_dict(), new.state_dict()
-    misfit = sorted(k for k in fresh.keys() | old.keys() if k not in old or k not in fresh
-                    or old[k].shape != fresh[k].shape)
+    grown = getattr(new, "grown_prefixes", ())  # modules that start neutral: new ones keep their init
+    added = {k for k in fresh.keys() - old.keys() if k.startswith(grown)}
+    misfit = sorted(k for k in fresh.keys() | old.keys() if k not in added and (
+        k not in old or k not in fresh or old[k].shape != fresh[k].shape))
     if misfit:
         shown = ", ".join(misfit[:4]) + (f" and {len(misfit) - 4} more" if len(misfit) > 4 else "")
         raise TrainingError(f"--set {dict(overrides)} changes the weights of --init {init} ({shown}); "
                             "only fields that keep every weight's shape can change when fine-tuning")
-    new.load_state_dict(old)
+    new.load_state_dict({**{k: fresh[k] for k in added}, **old})
     return new
 
 
