@@ -2,7 +2,8 @@
 
     python bench/quality_set.py --clips data/synth --ids data/prep/val.txt --checkpoint C [--pairs 8]
 
-Each held-out clip is dubbed (``lipsync.LipSync``) with the audio of the next held-out clip,
+Each held-out clip is dubbed (``lipsync.LipSync``) with the audio of the next held-out clip
+(``--offset K``: the K-th next, for a second, independent set of pairs),
 then measured with ``bench/quality.py``'s ``evaluate``: the correlation of the mouth opening
 measured in the frames with the opening the new audio demands, and the lip-region error against
 a re-render of the same face speaking that audio. Printed for the dubbed output, the unchanged
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", type=Path, required=True, help="file listing held-out clip ids (e.g. val.txt)")
     p.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--pairs", type=int, default=8, help="number of (video, other audio) pairs")
+    p.add_argument("--offset", type=int, default=1,
+                   help="dub clip k with the audio of clip k + offset (in the sorted held-out list)")
     p.add_argument("--blend", default=None, choices=("lower_face", "mouth", "crop"),
                    help="blend region of the dub (default: the dubbing default)")
     p.add_argument("--color-match", action="store_true", help="dub with colour matching")
@@ -62,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(ids) < 2:
         print("error: need at least two held-out clips", file=sys.stderr)
         return 2
+    if args.offset % len(ids) == 0:
+        print(f"error: --offset {args.offset} pairs each of the {len(ids)} clips with its own audio",
+              file=sys.stderr)
+        return 2
     quality = _sibling("quality")
     dubber = LipSync.from_checkpoint(args.checkpoint)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(min(args.pairs, len(ids))):
-            clip, other = ids[k], ids[(k + 1) % len(ids)]
+            clip, other = ids[k], ids[(k + args.offset) % len(ids)]
             video, audio = args.clips / f"{clip}.mp4", args.clips / f"{other}.mp4"
             out = Path(tmp) / f"{clip}_dubbed.mp4"
             options = {"color_match": True} if args.color_match else {}

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True,
                    help="preprocessed data folder (lipsync.preprocess, with face-mesh landmarks)")
+    p.add_argument("--generated", type=Path, action="append", default=[], metavar="DATA",
+                   help="also read this preprocessed folder of a generator's dubs (lipsync.infer --pairs, "
+                        "then lipsync.preprocess), whose landmarks measure the generated mouths, so the "
+                        "reader reads them as the landmarks do (repeatable; each folder has its own "
+                        "train/val split)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a reader config field, e.g. --set width=24 (repeatable)")
     p.add_argument("--init", type=Path, default=None, help="start from this reader checkpoint")
@@ -47,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
                existing=("data", "init"))
+    for folder in a.generated:
+        if not folder.exists():
+            p.error(f"--generated {folder}: no such file or folder")
     if a.lr <= 0 or a.weight_decay < 0 or a.warmup_steps < 0:
         p.error(f"need --lr > 0, --weight-decay >= 0 and --warmup-steps >= 0, got {a.lr}, {a.weight_decay}, "
                 f"{a.warmup_steps}")
     cfg = ReaderTrainConfig(
-        data=a.data, out=a.out, overrides=tuple(parse_overrides(a.overrides).items()), init=a.init,
+        data=a.data, generated=tuple(a.generated), out=a.out,
+        overrides=tuple(parse_overrides(a.overrides).items()), init=a.init,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
         warmup_steps=a.warmup_steps, val_fraction=a.val_fraction, val_samples=a.val_samples,
         eval_every=a.eval_every, save_every=a.save_every, log_every=a.log_every, num_workers=a.num_workers,

@@ -141,3 +141,36 @@ def test_generator_read_loss_uses_the_frozen_reader(data, tmp_path, capsys):
     assert len(err) == 1 and "opening_reader" in err[0]
     assert not (tmp_path / "bad" / "generator.safetensors").exists()
 
+
+
+def test_generated_folders_are_read_with_the_data(data, tmp_path, monkeypatch, capsys):
+    """--generated DATA: a second preprocessed folder (e.g. a generator's dubs) joins each split."""
+    from lipsync.data.datasets import ClipSetUnion
+    from lipsync.training import reader_loop
+
+    dubs = tmp_path / "dubs"
+    talking_clips(dubs, n=2, n_frames=30, size=48, landmarks=True)
+    (dubs / "train.txt").write_text("talk0\n")
+    (dubs / "val.txt").write_text("talk1\n")
+    a = OpeningDataset(data, ["talk0", "talk1"], face_size=(24, 48))
+    b = OpeningDataset(dubs, face_size=(24, 48))
+    union = ClipSetUnion([a, b])
+    assert len(union) == 3
+    assert torch.equal(union[(2, 7)]["lower"], b[(0, 7)]["lower"])
+    assert torch.equal(union[1]["lower"], a[1]["lower"])
+    with pytest.raises(IndexError):
+        union[3]
+    seen = {}
+
+    def capture(cfg, acc, run):
+        seen["train"], seen["val"] = len(run.train_ds), run.evaluate
+        return {}
+
+    monkeypatch.setattr(reader_loop, "run_single_model", capture)
+    assert main(["--data", str(data), "--generated", str(dubs), "--out", str(tmp_path / "o"), "--cpu",
+                 *SMALL, "--steps", "1"]) == 0
+    alone = len(OpeningDataset(data, split="train", face_size=(24, 48)))
+    assert seen["train"] == alone + 1
+    with pytest.raises(SystemExit) as e:
+        cli(["--data", str(data), "--generated", str(tmp_path / "none"), "--out", str(tmp_path / "o2")])
+    assert e.value.code == 2 and "--generated" in capsys.readouterr().err

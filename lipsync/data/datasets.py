@@ -42,7 +42,7 @@ from .sync_measure import mouth_opening
 log = logging.getLogger(__name__)
 
 __all__ = ["FPS", "mel_columns", "frame_mel_start", "LipSyncDataset", "SyncDataset", "OpeningDataset",
-           "fixed_keys", "collate_keys"]
+           "ClipSetUnion", "fixed_keys", "collate_keys"]
 
 FPS = 25  #: frame rate of the preprocessed layout
 MEL_PER_SECOND = 80
@@ -170,6 +170,28 @@ class _ClipSet(Dataset):
         if isinstance(key, (int, np.integer)):
             return int(key), None
         return int(key[0]), np.random.default_rng(int(key[1]))
+
+
+class ClipSetUnion(Dataset):
+    """Several clip datasets read as one: index ``i`` (or key ``(i, seed)``) runs through the
+    first dataset's clips, then the next one's.  Items are the parts' items unchanged."""
+
+    def __init__(self, parts: Sequence[Any]):
+        if not parts:
+            raise ValueError("ClipSetUnion needs at least one dataset")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = int(key[0] if isinstance(key, tuple) else key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} clips")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        local = index - int(self.offsets[part])
+        return self.parts[part][(local, key[1]) if isinstance(key, tuple) else local]
 
 
 class LipSyncDataset(_ClipSet):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipsync.data.datasets import OpeningDataset, collate_keys, fixed_keys
+from lipsync.data.datasets import ClipSetUnion, OpeningDataset, collate_keys, fixed_keys
 from lipsync.data.sync_measure import sync_correlation
 from marlin.training import make_accelerator, seed_everything, warmup_cosine
 
@@ -44,6 +44,9 @@ class ReaderTrainConfig:
 
     data: Path  # preprocessed data folder (with face-mesh landmarks)
     out: Path  # run folder
+    # preprocessed folders of a generator's dubs (lipsync.infer --pairs, then lipsync.preprocess):
+    # their landmarks measure the generated mouths; read together with ``data``, each split by its own
+    generated: tuple[Path, ...] = ()
     model: str = "opening_reader"
     overrides: tuple[tuple[str, object], ...] = ()
     init: Path | None = None
@@ -125,8 +128,10 @@ def train_reader(cfg: ReaderTrainConfig) -> dict[str, float]:
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, dict(cfg.overrides), cfg.init, ("opening_reader",))
-    train_ds, val_ds = train_val_datasets(partial(OpeningDataset, face_size=model.face_size), cfg.data,
-                                          cfg.val_fraction)
+    make = partial(OpeningDataset, face_size=model.face_size)
+    splits = [train_val_datasets(make, root, cfg.val_fraction) for root in (cfg.data, *cfg.generated)]
+    train_ds, val_ds = splits[0] if len(splits) == 1 else (ClipSetUnion([t for t, _ in splits]),
+                                                           ClipSetUnion([v for _, v in splits]))
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, warmup_steps=min(cfg.warmup_steps, cfg.steps), total_steps=cfg.steps)
