@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
-               existing=("data", "init"))
-    for folder in a.generated:
-        if not folder.exists():
-            p.error(f"--generated {folder}: no such file or folder")
+               existing=("data", "init", "generated"))
     if a.lr <= 0 or a.weight_decay < 0 or a.warmup_steps < 0:
         p.error(f"need --lr > 0, --weight-decay >= 0 and --warmup-steps >= 0, got {a.lr}, {a.weight_decay}, "
                 f"{a.warmup_steps}")

@@ -57,13 +57,16 @@ def add_eval_args(p: argparse.ArgumentParser, *, val_samples: int) -> None:
 def check_args(p: argparse.ArgumentParser, a: argparse.Namespace, positive: Sequence[str],
                existing: Sequence[str]) -> None:
     """``p.error`` (one line, exit 2) unless every ``positive`` option is >= 1 and every given
-    ``existing`` path exists; names are ``Namespace`` attributes (``eval_every`` -> ``--eval-every``)."""
+    ``existing`` path exists (a repeatable option: each of its paths); names are ``Namespace``
+    attributes (``eval_every`` -> ``--eval-every``)."""
     for name in positive:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     for name in existing:
-        if getattr(a, name) is not None and not getattr(a, name).exists():
-            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: no such file or folder")
+        value = getattr(a, name)
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path is not None and not path.exists():
+                p.error(f"--{name.replace('_', '-')} {path}: no such file or folder")
 
 
 def _value(text: str) -> Any:
