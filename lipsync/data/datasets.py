@@ -174,7 +174,11 @@ class _ClipSet(Dataset):
 
 class ClipSetUnion(Dataset):
     """Several clip datasets read as one: index ``i`` (or key ``(i, seed)``) runs through the
-    first dataset's clips, then the next one's.  Items are the parts' items unchanged."""
+    first dataset's clips, then the next one's.  Items are the parts' items unchanged.
+
+    Not ``torch.utils.data.ConcatDataset``: that one takes only integer indices, and the trainers'
+    samplers give ``(clip, seed)`` keys, which must reach the part with their seed.
+    """
 
     def __init__(self, parts: Sequence[Any]):
         if not parts:
