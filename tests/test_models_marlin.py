@@ -15,7 +15,7 @@ from lipsync.models import (
     prepare_for_inference,
 )
 from lipsync.models.marlin_encoder import tokens_to_frame_maps
-from lipsync.models.marlin_generator import decoder_scales, edge_fill
+from lipsync.models.marlin_generator import decoder_scales, edge_fill, neighbour_reference
 from marlin import Marlin, get_config
 
 GENERATOR_NAMES = [n for n, spec in MODELS.items() if spec.architecture == "marlin_lip"]
@@ -279,6 +279,35 @@ def test_inference_copy_of_marlin_generator(tiny):
     got = fast(faces, mels, tokens=fast.encode(faces))
     assert (got - expected).abs().max() < 1e-4
     assert fast.frames_per_window == 16 and fast.img_size == 96
+
+
+def test_neighbour_reference_takes_the_adjacent_window():
+    x = torch.arange(48).view(48, 1, 1)
+    got = neighbour_reference(x, 16).flatten()
+    assert got[:16].tolist() == list(range(16, 32))  # the first window borrows the second
+    assert got[16:].tolist() == list(range(0, 32))  # the others, the one before
+    one = neighbour_reference(torch.arange(16), 16)
+    assert one.tolist() == list(range(8, 16)) + list(range(8))  # alone: half a window away
+    with pytest.raises(ValueError, match="whole windows"):
+        neighbour_reference(torch.arange(20), 16)
+    with pytest.raises(ValueError, match="inference_reference"):
+        create_model("marlin_lip_tiny", inference_reference="later")
+
+
+@pytest.mark.parametrize("how", ["same", "neighbour"])
+def test_runner_gives_the_reference_the_generator_was_trained_with(how):
+    """The inference runner's reference: the crops themselves, or their neighbouring windows."""
+    from lipsync.inference.runner import GeneratorRunner
+
+    model = create_model("marlin_lip_tiny", img_size=48, composite=True, reference_mask=None,
+                         inference_reference=how).eval()
+    model.composite.bias.data.fill_(30.0)  # the output is the reference it was given
+    runner = GeneratorRunner(model, torch.device("cpu"), precision="fp32", optimize=False)
+    g = torch.Generator().manual_seed(0)
+    crops = torch.randint(0, 256, (32, 48, 48, 3), generator=g, dtype=torch.uint8).numpy()
+    out = runner(crops, torch.zeros(32, 80, 16).numpy())
+    expected = crops if how == "same" else crops[list(range(16, 32)) + list(range(16))]
+    assert abs(out.astype(int) - expected.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("name", SYNC_NAMES)

@@ -325,3 +325,35 @@ def test_init_with_set_grows_a_refiner_that_starts_neutral(tmp_path):
         torch.testing.assert_close(again(faces, mels), model(faces, mels))
     with pytest.raises(ValueError, match="refine_channels"):
         registry.create_model("marlin_lip_tiny", refine_channels=-1)
+
+
+def test_init_with_set_grows_a_composite_head_that_starts_near_neutral(tmp_path):
+    """--init --set composite=true: out = (1 - a) drawn + a reference, with a ~ 0.0025 at first."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(2)
+    base = registry.create_model("marlin_lip_tiny", img_size=48).eval()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"composite": True, "reference_mask": None}, path, GENERATORS).eval()
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    unmasked = registry.create_model("marlin_lip_tiny", img_size=48, reference_mask=None).eval()
+    unmasked.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        drawn = unmasked(faces, mels)
+        out = model(faces, mels)
+        assert 0 < (out - drawn).abs().max() <= 0.003  # a = sigmoid(-6) of |reference - drawn| <= 1
+        bias = model.composite.bias.clone()
+        model.composite.bias.fill_(30.0)  # a = 1: the reference itself
+        torch.testing.assert_close(model(faces, mels), faces[:, 3:], rtol=0, atol=1e-6)
+        model.composite.bias.copy_(bias)
+    # the mix trains, and survives a save and load
+    model.train()
+    target = faces[:, 3:].clone()
+    (model(faces, mels) - target).abs().mean().backward()
+    assert model.composite.bias.grad.item() < 0  # more of the reference lowers this loss
+    again = checkpoints.load(checkpoints.save(tmp_path / "mixed.safetensors", model)).model.eval()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(faces, mels), model(faces, mels))
+    assert again.config.composite

@@ -65,6 +65,7 @@ class GeneratorRunner:
 
         model = model.eval().to(device)
         model.requires_grad_(False)
+        self.config = getattr(model, "config", None)
         self.device = device
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
@@ -99,6 +100,15 @@ class GeneratorRunner:
         else:
             log.info("running %s in %s (max difference to fp32 %.4f)", type(model).__name__, dtype, diff)
 
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference frames: the crops themselves, or their neighbouring windows for a
+        generator trained to take them (``config.inference_reference == "neighbour"``)."""
+        if getattr(self.config, "inference_reference", "same") == "neighbour":
+            from lipsync.models.marlin_generator import neighbour_reference
+
+            return neighbour_reference(x, self.window)
+        return x
+
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None) -> np.ndarray:
         """Generate faces for ``crops`` speaking ``mels``.
@@ -124,7 +134,7 @@ class GeneratorRunner:
         x = x.permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
         masked = x.clone()
         masked[:, :, s // 2:] = 0
-        faces = torch.cat([masked, x], dim=1)  # (N, 6, S, S)
+        faces = torch.cat([masked, self._reference(x)], dim=1)  # (N, 6, S, S)
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
         b, t = n // self.window, self.window
         kwargs = {}

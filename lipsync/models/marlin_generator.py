@@ -56,7 +56,7 @@ from .blocks import ConvUnit, audio_encoder, fold_faces, fold_generator_inputs, 
 from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
-__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill"]
+__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "neighbour_reference"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,17 @@ class MarlinLipConfig(ModelConfig):
     # sees, whose 1x1 RGB head starts at zero and is added to the output block's logits, so a
     # trained generator gains it with --init --set refine_channels=K unchanged until it trains
     refine_channels: int = 0
+    # the output as a per-pixel mix of what the decoder draws and the (full-size) reference:
+    # ``out = (1 - a) * drawn + a * reference`` with ``a`` from a 1x1 head on the output block's
+    # features, starting near 0 (logit -6) so trained weights gain it unchanged (--init --set).
+    # Skin, chin, background and the lips' texture are copied sharp where they fit; the decoder
+    # only has to draw what differs (mostly how far the mouth is open).
+    composite: bool = False
+    # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
+    # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
+    # 16-frame window of the same face, like training's reference from another window: its mouth
+    # shows the lips' colour and texture but is unrelated to this window's original speech)
+    inference_reference: str = "same"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +108,9 @@ class MarlinLipConfig(ModelConfig):
                              f"got {box}")
         if self.reference_fill not in ("zero", "edges", "mean"):
             raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero', 'edges' or 'mean'")
+        if self.inference_reference not in ("same", "neighbour"):
+            raise ValueError(f"inference_reference {self.inference_reference!r}: "
+                             "choose 'same' or 'neighbour'")
         if self.refine_channels < 0:
             raise ValueError(f"refine_channels must be >= 0, got {self.refine_channels}")
         if self.audio_skip < 0:
@@ -138,6 +152,38 @@ def edge_fill(images: Tensor, box: tuple[int, int, int, int]) -> Tensor:
     return 0.5 * (top * (1 - a) + bottom * a + left * (1 - b) + right * b)
 
 
+#: scale of the composite head's logits.  Adam moves each weight by about the learning rate per
+#: step, so unscaled, a mix starting near 0 (logit -6) would need ~10^4 steps at 5e-4 to open up;
+#: scaled, a few hundred.
+COMPOSITE_GAIN = 32.0
+
+
+def neighbour_reference(frames: Tensor, window: int) -> Tensor:
+    """The reference ``inference_reference="neighbour"`` gives: each window of ``frames`` replaced by
+    the window before it (the first by the second).
+
+    Training takes the reference from another, non-overlapping window of the same clip, so its
+    mouth is unrelated to the target's; the adjacent window is the nearest such one at inference
+    (the face has barely moved).  With a single window there is no other: it is rolled by half a
+    window, so each frame's reference is 0.3 s (at 25 fps) away from it.
+
+    Parameters
+    ----------
+    frames : (B*window, ...) consecutive windows of one face.
+    window : frames per window.
+    """
+    n = frames.shape[0]
+    if n % window:
+        raise ValueError(f"{n} frames are not whole windows of {window}")
+    b = n // window
+    if b == 1:
+        return torch.roll(frames, window // 2, dims=0)
+    order = torch.arange(b, device=frames.device) - 1
+    order[0] = 1
+    x = frames.reshape(b, window, *frames.shape[1:])
+    return x[order].reshape(frames.shape)
+
+
 def decoder_scales(grid: int, img_size: int) -> list[int]:
     """Spatial sizes of the decoder's blocks: the token grid, then ``img_size / 2**j`` doubling
     up to ``img_size``, starting at the smallest such size of at least 1.5 x the grid.
@@ -168,7 +214,7 @@ class MarlinLipGenerator(nn.Module):
     """
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
-    grown_prefixes = ("refine.",)
+    grown_prefixes = ("refine.", "composite.")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -203,6 +249,10 @@ class MarlinLipGenerator(nn.Module):
             nn.init.zeros_(head.bias)
             self.refine = nn.Sequential(ConvUnit(cin + extra, k, 3, 1, 1),
                                         ConvUnit(k, k, 3, 1, 1, residual=True), head)
+        if cfg.composite:
+            self.composite = nn.Conv2d(width, 1, 1)
+            nn.init.zeros_(self.composite.weight)
+            nn.init.constant_(self.composite.bias, -6.0 / COMPOSITE_GAIN)  # a = 0.0025: drawn, unchanged
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -320,11 +370,14 @@ class MarlinLipGenerator(nn.Module):
                 if h.shape[-1] != size else h
             h = block(torch.cat([h, *_extra(x, skip, size)], dim=1))
         z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
+        features = self.output_block[0](z)
+        logits = self.output_block[1](features)
         if self.config.refine_channels:
-            logits = self.output_block[1](self.output_block[0](z)) + self.refine(z)
-            out = self.output_block[2](logits)
-        else:
-            out = self.output_block(z)
+            logits = logits + self.refine(z)
+        out = self.output_block[2](logits)
+        if self.config.composite:
+            a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features))
+            out = out + a * (x[:, 3:6].to(out.dtype) - out)
         return unfold_frames(out, t)
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from lipsync.data.datasets import LipSyncDataset, collate_keys
 from lipsync.metrics.perceptual import psnr, ssim
 from lipsync.models import SyncNetColor
+from lipsync.models.marlin_generator import neighbour_reference
 
 from .common import bce, image_rows, lower_half
 
@@ -102,7 +103,8 @@ def sample_grid(generator: nn.Module, dataset: LipSyncDataset, key, device: torc
 def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, device: torch.device,
                 max_frames: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Dub the first frames of clip ``index`` with its own audio, as inference does (the reference
-    is the unmasked frame itself).  Returns ``(T, S, 2S, 3)`` uint8 frames [generated | original]
+    is the unmasked frames themselves, or their neighbouring windows where the generator's
+    ``inference_reference`` says so).  Returns ``(T, S, 2S, 3)`` uint8 frames [generated | original]
     and the matching 16 kHz audio."""
     from audio import load_audio
 
@@ -113,7 +115,10 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     frames = dataset.frames(index, 0, n, size)  # (n, 3, S, S)
     masked = frames.clone()
     masked[:, :, size // 2:] = 0
-    faces = torch.cat([masked, frames], dim=1)  # (n, 6, S, S)
+    reference = frames
+    if getattr(getattr(generator, "config", None), "inference_reference", "same") == "neighbour":
+        reference = neighbour_reference(frames, window)
+    faces = torch.cat([masked, reference], dim=1)  # (n, 6, S, S)
     mels = torch.from_numpy(dataset.frame_mels(index, 0, n))[:, None]
     was = generator.training
     generator.eval()
