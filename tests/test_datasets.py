@@ -176,3 +176,5 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
     item = LipSyncDataset(tmp_path, ["lm"], n_frames=5, size=48)[(0, 2)]
     want = mouth_opening(landmarks[item["start"]:item["start"] + 5])
     np.testing.assert_allclose(item["opening"].numpy(), want, rtol=1e-6)
+    # "rest": the reference window's most closed mouth
+    assert item["rest"] == int(np.argmin(mouth_opening(landmarks[item["ref_start"]:item["ref_start"] + 5])))

@@ -15,7 +15,7 @@ from lipsync.models import (
     prepare_for_inference,
 )
 from lipsync.models.marlin_encoder import tokens_to_frame_maps
-from lipsync.models.marlin_generator import decoder_scales, edge_fill, neighbour_reference
+from lipsync.models.marlin_generator import decoder_scales, edge_fill, neighbour_reference, rest_frames
 from marlin import Marlin, get_config
 
 GENERATOR_NAMES = [n for n, spec in MODELS.items() if spec.architecture == "marlin_lip"]
@@ -242,6 +242,34 @@ def test_mean_fill_shows_the_window_average_mouth_not_each_frame():
                                .transpose(1, 2).expand(-1, 16, -1, -1, -1))
 
 
+def test_rest_fill_shows_each_windows_most_closed_mouth():
+    nan = float("nan")
+    openings = torch.tensor([0.3, 0.1, 0.2, nan, nan, nan, nan, nan, 0.0, nan, 0.5, 0.4])
+    assert rest_frames(openings, 4).tolist() == [1, 0, 0]  # NaN is unknown; all unknown: frame 0
+    with pytest.raises(ValueError, match="openings"):
+        rest_frames(openings, 5)
+    torch.manual_seed(6)
+    model = create_model("marlin_lip_tiny", **{**SMALL, "reference_mask": (0.25, 0.5, 0.75, 0.75),
+                                               "reference_fill": "rest"}).eval()
+    faces, mels = inputs(2, 96)
+    rest = torch.tensor([3, 12])
+    x = model._mask_reference(faces.transpose(1, 2).reshape(32, 6, 96, 96), rest)
+    box = x[:, 3:, 48:72, 24:72].reshape(2, 16, 3, 24, 48)
+    for w in range(2):  # every frame of a window shows its rest frame's box; outside it, itself
+        torch.testing.assert_close(box[w], faces[w, 3:, rest[w], 48:72, 24:72].expand(16, -1, -1, -1))
+    torch.testing.assert_close(x[:, 3:, :48], faces[:, 3:, :, :48].transpose(1, 2).reshape(32, 3, 48, 96))
+    other = faces.clone()
+    other[0, 3:, 5, 48:72, 24:72] = 0.5  # not a rest frame: its mouth is not shown
+    with torch.no_grad():
+        out = model(faces, mels, rest=rest)
+        torch.testing.assert_close(model(other, mels, rest=rest), out, rtol=0, atol=0)
+        assert (model(faces, mels, rest=torch.tensor([4, 12])) - out).abs().max() > 0
+    with pytest.raises(ValueError, match="needs rest"):
+        model(faces, mels)
+    with pytest.raises(ValueError, match="rest indices"):
+        model(faces, mels, rest=torch.tensor([0, 16]))
+
+
 def test_edge_fill_continues_the_shading_around_the_box():
     # a plane a*x + b*y + c is rebuilt exactly (both interpolations are linear), whatever was inside
     ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(32.0), indexing="ij")
@@ -308,6 +336,25 @@ def test_runner_gives_the_reference_the_generator_was_trained_with(how):
     out = runner(crops, torch.zeros(32, 80, 16).numpy())
     expected = crops if how == "same" else crops[list(range(16, 32)) + list(range(16))]
     assert abs(out.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_runner_shows_the_rest_frame_chosen_from_the_openings():
+    from lipsync.inference.runner import GeneratorRunner
+
+    model = create_model("marlin_lip_tiny", img_size=48, composite=True, reference_fill="rest",
+                         reference_mask=(0.25, 0.5, 0.75, 0.75)).eval()
+    model.composite.bias.data.fill_(30.0)  # the output is the reference it was given
+    runner = GeneratorRunner(model, torch.device("cpu"), precision="fp32", optimize=False)
+    assert runner.needs_rest
+    g = torch.Generator().manual_seed(1)
+    crops = torch.randint(0, 256, (32, 48, 48, 3), generator=g, dtype=torch.uint8).numpy()
+    openings = torch.rand(32, generator=g).numpy()
+    openings[[7, 20]] = -1.0  # the most closed mouth of each window
+    out = runner(crops, torch.zeros(32, 80, 16).numpy(), openings=openings)
+    for w, rest in ((0, 7), (1, 20)):
+        box = out[16 * w:16 * w + 16, 24:36, 12:36].astype(int)
+        assert abs(box - crops[rest, 24:36, 12:36].astype(int)).max() <= 1
+    assert abs(out[:, :20].astype(int) - crops[:, :20].astype(int)).max() <= 1  # above the box: itself
 
 
 @pytest.mark.parametrize("name", SYNC_NAMES)

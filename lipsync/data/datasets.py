@@ -223,6 +223,8 @@ class LipSyncDataset(_ClipSet):
     opening : (T,) float32 inner-lip opening of each target frame relative to the eye-corner
         distance (``lipsync.data.sync_measure.mouth_opening`` of the stored landmarks; about 0
         closed, 0.3-0.5 wide open), NaN for clips without mediapipe landmarks.
+    rest : int, the reference window's frame with the most closed mouth (smallest landmark
+        opening; 0 without landmarks), for ``reference_fill="rest"`` generators.
     index, start, ref_start : ints.
     """
 
@@ -265,6 +267,12 @@ class LipSyncDataset(_ClipSet):
             lips = lips.gt_(0.5).float()
         return lips.transpose(0, 1)
 
+    def rest(self, index: int, ref: int) -> int:
+        """The frame of the reference window from ``ref`` with the most closed mouth (the ``rest`` item)."""
+        from lipsync.models.marlin_generator import rest_frames
+
+        return int(rest_frames(self.opening(index, ref, self.n_frames), self.n_frames)[0])
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._key(key)
         start, ref = self.starts(index, rng)
@@ -278,6 +286,7 @@ class LipSyncDataset(_ClipSet):
         return {"faces": torch.cat([masked, reference]), "target": target, "mels": mels,
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
                 "mouth": self.mouth(index, start, t, s), "opening": self.opening(index, start, t),
+                "rest": self.rest(index, ref),
                 "index": index, "start": start, "ref_start": ref}
 
 

@@ -265,7 +265,10 @@ class Engine:
                 slots.append((k, src, j >= len(group)))
         batch_crops = np.stack([crops[src][0] for _, src, _ in slots])
         batch_mels = mels.windows([items[k].index for k, _, _ in slots])
-        generated = self.runner(batch_crops, batch_mels, self.times)
+        openings = None
+        if self.runner.needs_rest:  # the generator shows each window's most closed mouth
+            openings = np.array([_opening(items[src].track) for _, src, _ in slots], np.float32)
+        generated = self.runner(batch_crops, batch_mels, self.times, openings)
         out_for = {k: generated[pos] for pos, (k, src, pad) in enumerate(slots) if k == src and not pad}
         t0 = time.perf_counter()
         done = []
@@ -285,6 +288,16 @@ class Engine:
     def _passthrough(items: list[_Item]) -> Iterator[OutFrame]:
         for it in items:
             yield OutFrame(it.index, it.source_index, it.image, False)
+
+
+def _opening(track) -> float:
+    """The mouth opening of a tracked face from its face-mesh landmarks; NaN without them."""
+    from lipsync.data.sync_measure import mouth_opening
+
+    try:
+        return float(mouth_opening(track.landmarks))
+    except (ValueError, TypeError):  # no landmarks, or another landmark scheme
+        return float("nan")
 
 
 class MelSource:

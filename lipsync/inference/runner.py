@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lipsync.models.marlin_generator import needs_rest, neighbour_reference, rest_frames
+
 from .options import StageTimes
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class GeneratorRunner:
         model = model.eval().to(device)
         model.requires_grad_(False)
         self.config = getattr(model, "config", None)
+        self.needs_rest = needs_rest(model)
         self.device = device
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
@@ -104,13 +107,12 @@ class GeneratorRunner:
         """The reference frames: the crops themselves, or their neighbouring windows for a
         generator trained to take them (``config.inference_reference == "neighbour"``)."""
         if getattr(self.config, "inference_reference", "same") == "neighbour":
-            from lipsync.models.marlin_generator import neighbour_reference
-
             return neighbour_reference(x, self.window)
         return x
 
     @torch.inference_mode()
-    def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None,
+                 openings: np.ndarray | None = None) -> np.ndarray:
         """Generate faces for ``crops`` speaking ``mels``.
 
         Parameters
@@ -118,6 +120,9 @@ class GeneratorRunner:
         crops : (N, S, S, 3) uint8 RGB face crops, N a multiple of ``window``; consecutive
             groups of ``window`` crops form one clip
         mels : (N, 80, 16) float32 mel windows in [-4, 4], one per crop
+        openings : (N,) float mouth opening of each crop's face (NaN where unknown), for a
+            generator with ``reference_fill="rest"``: each window's most closed mouth is shown in
+            the reference (without them, its first frame)
 
         Returns
         -------
@@ -135,15 +140,20 @@ class GeneratorRunner:
         masked = x.clone()
         masked[:, :, s // 2:] = 0
         faces = torch.cat([masked, self._reference(x)], dim=1)  # (N, 6, S, S)
+        if self.needs_rest:
+            known = torch.full((n,), float("nan")) if openings is None else torch.as_tensor(openings).float()
+            kwargs_rest = {"rest": rest_frames(self._reference(known), self.window).to(self.device)}
+        else:
+            kwargs_rest = {}
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
         b, t = n // self.window, self.window
-        kwargs = {}
+        kwargs = dict(kwargs_rest)
         faces, m = faces.to(self.dtype), m.to(self.dtype)
         if t > 1:
             faces = faces.view(b, t, 6, s, s).permute(0, 2, 1, 3, 4)  # (B, 6, T, S, S)
             m = m.view(b, t, 1, 80, 16)
             if self.has_encoder:
-                kwargs["tokens"] = self.model.encode(faces)
+                kwargs["tokens"] = self.model.encode(faces, **kwargs_rest)
                 if times is not None:
                     _sync(self.device)
                     t1 = time.perf_counter()

@@ -13,7 +13,7 @@ from .blocks import swap_rb
 from .config import ModelConfig
 from .inference import prepare_for_inference
 from .marlin_encoder import MarlinWeightsError
-from .marlin_generator import MarlinLipConfig, MarlinLipGenerator
+from .marlin_generator import MarlinLipConfig, MarlinLipGenerator, rest_frames
 from .marlin_syncnet import MarlinSyncConfig, MarlinSyncNet
 from .opening_reader import OpeningReader, OpeningReaderConfig
 from .quality_disc import QualityDisc, QualityDiscConfig
@@ -35,5 +35,5 @@ __all__ = [
     "MarlinSyncNet", "MarlinWeightsError", "ModelConfig", "OpeningReader", "OpeningReaderConfig",
     "QualityDisc", "QualityDiscConfig", "SyncNetColor", "SyncNetColorConfig", "SyncNetV2",
     "SyncNetV2Config", "Wav2Lip", "Wav2LipConfig", "architecture_of", "available_models", "create_model",
-    "model_from_config", "prepare_for_inference", "swap_rb", "sync_loss",
+    "model_from_config", "prepare_for_inference", "rest_frames", "swap_rb", "sync_loss",
 ]

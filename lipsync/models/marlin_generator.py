@@ -24,7 +24,10 @@ Following the MARLIN paper's description (no code was released):
   appearance right) and the dub then follows the original speech.  Without it the mouth can only
   come from the audio.  ``reference_fill="edges"`` fills the box with skin interpolated from its
   border instead of black: a black box leaves the skin's colour under the mouth to be guessed,
-  and the guess shows in the dub as a lighter patch around the lips.
+  and the guess shows in the dub as a lighter patch around the lips.  ``reference_fill="rest"``
+  shows the window's most closed mouth there instead (sharp lips in their colour, never open);
+- optionally (``composite``, our addition) the output is a learned per-pixel mix of the drawn face
+  and the reference, so what the reference already shows right is copied sharp.
 
 Which frames the encoder sees
 -----------------------------
@@ -56,7 +59,8 @@ from .blocks import ConvUnit, audio_encoder, fold_faces, fold_generator_inputs, 
 from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
-__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "neighbour_reference"]
+__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "needs_rest",
+           "neighbour_reference", "rest_frames"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,9 @@ class MarlinLipConfig(ModelConfig):
     # what fills that box: "zero" (black); "edges": a smooth patch interpolated from the pixels
     # around the box, so the reference keeps the skin's colour and shading but not the mouth;
     # "mean": the box's mean over the reference's 16-frame window, so the lips' colour and resting
-    # place are shown but not how far the mouth is open in any one frame
+    # place are shown but not how far the mouth is open in any one frame; "rest": the box of the
+    # window's most closed mouth (``rest``, one frame index per window, from landmark openings: see
+    # ``rest_frames``), so the lips are shown sharp, in their colour, and always closed
     reference_fill: str = "zero"
     # width of an optional full-resolution refiner (0: none): two 3x3 units on what the output block
     # sees, whose 1x1 RGB head starts at zero and is added to the output block's logits, so a
@@ -106,8 +112,9 @@ class MarlinLipConfig(ModelConfig):
         if not ok:
             raise ValueError("reference_mask must be (x1, y1, x2, y2) fractions with x1 < x2, y1 < y2, "
                              f"got {box}")
-        if self.reference_fill not in ("zero", "edges", "mean"):
-            raise ValueError(f"reference_fill {self.reference_fill!r}: choose 'zero', 'edges' or 'mean'")
+        if self.reference_fill not in ("zero", "edges", "mean", "rest"):
+            raise ValueError(f"reference_fill {self.reference_fill!r}: "
+                             "choose 'zero', 'edges', 'mean' or 'rest'")
         if self.inference_reference not in ("same", "neighbour"):
             raise ValueError(f"inference_reference {self.inference_reference!r}: "
                              "choose 'same' or 'neighbour'")
@@ -182,6 +189,32 @@ def neighbour_reference(frames: Tensor, window: int) -> Tensor:
     order[0] = 1
     x = frames.reshape(b, window, *frames.shape[1:])
     return x[order].reshape(frames.shape)
+
+
+def needs_rest(model: nn.Module) -> bool:
+    """Whether ``model`` takes ``rest`` (a MARLIN generator with ``reference_fill="rest"``)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "reference_fill", None) == "rest" and (
+        getattr(config, "reference_mask", None) is not None)
+
+
+def rest_frames(openings: Tensor, window: int) -> Tensor:
+    """The index of the most closed mouth in each window (``reference_fill="rest"``).
+
+    Parameters
+    ----------
+    openings : (W*window,) float mouth opening of each reference frame
+        (``lipsync.data.sync_measure.mouth_opening``), NaN where unknown.
+    window : frames per window.
+
+    Returns
+    -------
+    (W,) long indices in ``0 .. window-1``; 0 for a window with no known opening.
+    """
+    if openings.ndim != 1 or openings.shape[0] % window:
+        raise ValueError(f"openings must be (W*{window},), got {tuple(openings.shape)}")
+    x = openings.float().reshape(-1, window)
+    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x).argmin(1)
 
 
 def decoder_scales(grid: int, img_size: int) -> list[int]:
@@ -273,7 +306,7 @@ class MarlinLipGenerator(nn.Module):
         :func:`lipsync.models.marlin_encoder.load_marlin_weights`."""
         load_marlin_weights(self.encoder, source)
 
-    def encode(self, faces: Tensor) -> Tensor:
+    def encode(self, faces: Tensor, rest: Tensor | None = None) -> Tensor:
         """Encoder tokens for the windows of ``faces``.
 
         Parameters
@@ -289,12 +322,20 @@ class MarlinLipGenerator(nn.Module):
             encoder is frozen.
         """
         x, _ = fold_faces(faces, self.img_size, self.frames_per_window)
-        return self._encode_folded(self._mask_reference(x))
+        return self._encode_folded(self._mask_reference(x, rest))
 
-    def _mask_reference(self, x: Tensor) -> Tensor:
+    def _mask_reference(self, x: Tensor, rest: Tensor | None = None) -> Tensor:
         box = self.config.reference_mask
         if box is None:
             return x
+        per = self.frames_per_window
+        if self.config.reference_fill == "rest":
+            if rest is None or rest.shape != (x.shape[0] // per,):
+                got = None if rest is None else tuple(rest.shape)
+                raise ValueError(f"reference_fill='rest' needs rest: ({x.shape[0] // per},) indices of each "
+                                 f"window's most closed mouth (lipsync.models.rest_frames), got {got}")
+            if rest.numel() and not 0 <= int(rest.min()) <= int(rest.max()) < per:
+                raise ValueError(f"rest indices must lie in 0 .. {per - 1}")
         s = x.shape[-1]
         x1, y1, x2, y2 = (round(v * s) for v in box)
         x = x.clone()
@@ -303,11 +344,14 @@ class MarlinLipGenerator(nn.Module):
             x[:, 3:6, y1:y2, x1:x2] = 0.0
         elif fill == "edges":
             x[:, 3:6, y1:y2, x1:x2] = edge_fill(x[:, 3:6], (x1, y1, x2, y2))
-        else:  # "mean": x holds whole windows of frames_per_window consecutive frames
+        else:  # "mean" / "rest": x holds whole windows of frames_per_window consecutive frames
             box = x[:, 3:6, y1:y2, x1:x2]
-            per = self.frames_per_window
-            mean = box.reshape(-1, per, *box.shape[1:]).mean(1, keepdim=True)
-            x[:, 3:6, y1:y2, x1:x2] = mean.expand(-1, per, *box.shape[1:]).reshape(box.shape)
+            windows = box.reshape(-1, per, *box.shape[1:])
+            if fill == "mean":
+                shown = windows.mean(1, keepdim=True)
+            else:
+                shown = windows[torch.arange(windows.shape[0], device=x.device), rest.to(x.device)][:, None]
+            x[:, 3:6, y1:y2, x1:x2] = shown.expand(-1, per, *box.shape[1:]).reshape(box.shape)
         return x
 
     def _encode_folded(self, x: Tensor) -> Tensor:
@@ -320,7 +364,7 @@ class MarlinLipGenerator(nn.Module):
             return self.encoder.extract_features(clip.to(self.encoder.norm.weight.dtype), keep_seq=True)
 
     def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
-                frames: Tensor | None = None) -> Tensor:
+                frames: Tensor | None = None, rest: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -338,6 +382,9 @@ class MarlinLipGenerator(nn.Module):
             independently, so in eval mode the result equals the same frames of the full output
             (in train mode BatchNorm takes its statistics from the decoded frames only) at a
             fraction of the cost; training uses it to spend its time on more windows.
+        rest:
+            ``(B*T/16,)`` long, with ``reference_fill="rest"`` only (required then): which frame of
+            each reference window has the most closed mouth (:func:`rest_frames`).
 
         Returns
         -------
@@ -346,7 +393,7 @@ class MarlinLipGenerator(nn.Module):
             ``(B, 3, K, S, S)`` with ``frames``.
         """
         x, m, t = fold_generator_inputs(faces, mels, self.img_size, self.frames_per_window)
-        x = self._mask_reference(x)
+        x = self._mask_reference(x, rest)
         if tokens is None:
             tokens = self._encode_folded(x)
         elif tokens.shape[0] * self.frames_per_window != x.shape[0]:

@@ -11,11 +11,12 @@ from torch import Tensor, nn
 from lipsync.data.datasets import LipSyncDataset, collate_keys
 from lipsync.metrics.perceptual import psnr, ssim
 from lipsync.models import SyncNetColor
-from lipsync.models.marlin_generator import neighbour_reference
+from lipsync.models.marlin_generator import needs_rest, neighbour_reference, rest_frames
 
 from .common import bce, image_rows, lower_half
 
-__all__ = ["expert_similarity", "disc_input", "evaluate_generator", "sample_grid", "render_clip"]
+__all__ = ["expert_similarity", "extra_inputs", "disc_input", "evaluate_generator", "sample_grid",
+           "render_clip"]
 
 
 def expert_similarity(expert: nn.Module, faces: Tensor, mels: Tensor, window_mel: Tensor) -> Tensor:
@@ -40,6 +41,11 @@ def expert_similarity(expert: nn.Module, faces: Tensor, mels: Tensor, window_mel
         audio = torch.cat([mels[:, k] for k in starts])
         return expert.similarity(audio, clips)
     return expert.similarity(window_mel, lower_half(faces, expert.config.face_size))
+
+
+def extra_inputs(generator: nn.Module, batch: dict, device: torch.device) -> dict[str, Tensor]:
+    """The keyword inputs ``generator`` needs from a ``LipSyncDataset`` batch besides faces and mels."""
+    return {"rest": batch["rest"].to(device)} if needs_rest(generator) else {}
 
 
 def disc_input(faces: Tensor, size: int = 96) -> Tensor:
@@ -68,7 +74,8 @@ def evaluate_generator(generator: nn.Module, expert: nn.Module | None, dataset: 
     for lo in range(0, len(keys), batch_size):
         batch = collate_keys(dataset, keys[lo:lo + batch_size])
         target = batch["target"].to(device)
-        pred = generator(batch["faces"].to(device), batch["mels"].to(device)).float()
+        pred = generator(batch["faces"].to(device), batch["mels"].to(device),
+                         **extra_inputs(generator, batch, device)).float()
         n = pred.shape[0] * pred.shape[2]
         sums["val/l1"] += (pred - target).abs().mean(dim=(1, 3, 4)).sum().item()  # per-frame means
         a, b = _frames_hwc(pred), _frames_hwc(target)
@@ -93,7 +100,7 @@ def sample_grid(generator: nn.Module, dataset: LipSyncDataset, key, device: torc
     generator.eval()
     item = collate_keys(dataset, [key])
     faces = item["faces"].to(device)
-    pred = generator(faces, item["mels"].to(device)).float().cpu()
+    pred = generator(faces, item["mels"].to(device), **extra_inputs(generator, item, device)).float().cpu()
     generator.train(was)
     faces = faces.cpu()
     return image_rows([faces[0, 3:], faces[0, :3], pred[0], item["target"][0]])
@@ -115,16 +122,18 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     frames = dataset.frames(index, 0, n, size)  # (n, 3, S, S)
     masked = frames.clone()
     masked[:, :, size // 2:] = 0
-    reference = frames
+    reference, openings = frames, dataset.opening(index, 0, n)
     if getattr(getattr(generator, "config", None), "inference_reference", "same") == "neighbour":
-        reference = neighbour_reference(frames, window)
+        reference, openings = neighbour_reference(frames, window), neighbour_reference(openings, window)
     faces = torch.cat([masked, reference], dim=1)  # (n, 6, S, S)
     mels = torch.from_numpy(dataset.frame_mels(index, 0, n))[:, None]
     was = generator.training
     generator.eval()
     step = 4 * window
-    pred = torch.cat([generator(faces[i:i + step].to(device), mels[i:i + step].to(device)).float().cpu()
-                      for i in range(0, n, step)])
+    rest = rest_frames(openings, window) if needs_rest(generator) else None
+    pred = torch.cat([generator(faces[i:i + step].to(device), mels[i:i + step].to(device),
+                                **({} if rest is None else {"rest": rest[i // window:(i + step) // window]}))
+                      .float().cpu() for i in range(0, n, step)])
     generator.train(was)
     both = torch.cat([pred, frames], dim=3).permute(0, 2, 3, 1)
     video = (both.clamp(0, 1) * 255).round().byte().numpy()

@@ -80,7 +80,14 @@ from .common import (
     trainable,
     write_sample_video,
 )
-from .generator_eval import disc_input, evaluate_generator, expert_similarity, render_clip, sample_grid
+from .generator_eval import (
+    disc_input,
+    evaluate_generator,
+    expert_similarity,
+    extra_inputs,
+    render_clip,
+    sample_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,14 +313,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
                     pick = (first + torch.arange(decoded)).to(acc.device)
-                    pred = ddp(faces, mels, frames=pick)
+                    pred = ddp(faces, mels, frames=pick, **extra_inputs(core, batch, acc.device))
                     rows = pick[:, None, :, None, None]
                     target = target.gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
                     mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
                     mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
                     opening = opening.gather(1, pick)
                 else:
-                    pred = ddp(faces, mels)
+                    pred = ddp(faces, mels, **extra_inputs(core, batch, acc.device))
             pred = pred.float()
             l1 = F.l1_loss(pred, target)
             losses = {"l1": l1}
