@@ -140,20 +140,18 @@ class GeneratorRunner:
         masked = x.clone()
         masked[:, :, s // 2:] = 0
         faces = torch.cat([masked, self._reference(x)], dim=1)  # (N, 6, S, S)
+        kwargs = {}
         if self.needs_rest:
             known = torch.full((n,), float("nan")) if openings is None else torch.as_tensor(openings).float()
-            kwargs_rest = {"rest": rest_frames(self._reference(known), self.window).to(self.device)}
-        else:
-            kwargs_rest = {}
+            kwargs["rest"] = rest_frames(self._reference(known), self.window).to(self.device)
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
         b, t = n // self.window, self.window
-        kwargs = dict(kwargs_rest)
         faces, m = faces.to(self.dtype), m.to(self.dtype)
         if t > 1:
             faces = faces.view(b, t, 6, s, s).permute(0, 2, 1, 3, 4)  # (B, 6, T, S, S)
             m = m.view(b, t, 1, 80, 16)
             if self.has_encoder:
-                kwargs["tokens"] = self.model.encode(faces, **kwargs_rest)
+                kwargs["tokens"] = self.model.encode(faces, rest=kwargs.get("rest"))
                 if times is not None:
                     _sync(self.device)
                     t1 = time.perf_counter()
