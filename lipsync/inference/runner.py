@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipsync.models.marlin_generator import needs_rest, neighbour_reference, rest_frames
+from lipsync.models.marlin_generator import inference_reference, needs_rest
 
 from .options import StageTimes
 
@@ -67,8 +67,7 @@ class GeneratorRunner:
 
         model = model.eval().to(device)
         model.requires_grad_(False)
-        self.config = getattr(model, "config", None)
-        self.needs_rest = needs_rest(model)
+        self.needs_rest = needs_rest(model)  # the engine then passes the faces' mouth openings
         self.device = device
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
@@ -103,13 +102,6 @@ class GeneratorRunner:
         else:
             log.info("running %s in %s (max difference to fp32 %.4f)", type(model).__name__, dtype, diff)
 
-    def _reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The reference frames: the crops themselves, or their neighbouring windows for a
-        generator trained to take them (``config.inference_reference == "neighbour"``)."""
-        if getattr(self.config, "inference_reference", "same") == "neighbour":
-            return neighbour_reference(x, self.window)
-        return x
-
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None,
                  openings: np.ndarray | None = None) -> np.ndarray:
@@ -139,11 +131,10 @@ class GeneratorRunner:
         x = x.permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
         masked = x.clone()
         masked[:, :, s // 2:] = 0
-        faces = torch.cat([masked, self._reference(x)], dim=1)  # (N, 6, S, S)
-        kwargs = {}
-        if self.needs_rest:
-            known = torch.full((n,), float("nan")) if openings is None else torch.as_tensor(openings).float()
-            kwargs["rest"] = rest_frames(self._reference(known), self.window).to(self.device)
+        known = None if openings is None else torch.as_tensor(openings).float()
+        reference, extra = inference_reference(self.model, x, known, self.window)
+        faces = torch.cat([masked, reference], dim=1)  # (N, 6, S, S)
+        kwargs = {k: v.to(self.device) for k, v in extra.items()}
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)
         b, t = n // self.window, self.window
         faces, m = faces.to(self.dtype), m.to(self.dtype)

@@ -59,8 +59,8 @@ from .blocks import ConvUnit, audio_encoder, fold_faces, fold_generator_inputs, 
 from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
-__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "needs_rest",
-           "neighbour_reference", "rest_frames"]
+__all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
+           "needs_rest", "neighbour_reference", "rest_frames"]
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,30 @@ def rest_frames(openings: Tensor, window: int) -> Tensor:
         raise ValueError(f"openings must be (W*{window},), got {tuple(openings.shape)}")
     x = openings.float().reshape(-1, window)
     return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x).argmin(1)
+
+
+def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | None,
+                        window: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The reference and extra keyword inputs inference gives ``model`` for consecutive windows of
+    one face: the frames themselves, or their neighbouring windows (``inference_reference``); and,
+    for ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames.
+
+    Parameters
+    ----------
+    model : any generator (one without these config fields gets ``frames`` and no extra input).
+    frames : (N, ...) the input frames, N a multiple of ``window``.
+    openings : (N,) float mouth opening of each frame (NaN where unknown), or None (all unknown).
+    window : frames per window.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "inference_reference", "same") == "neighbour":
+        frames = neighbour_reference(frames, window)
+        openings = None if openings is None else neighbour_reference(openings, window)
+    if not needs_rest(model):
+        return frames, {}
+    if openings is None:
+        openings = torch.full((frames.shape[0],), float("nan"))
+    return frames, {"rest": rest_frames(openings, window)}
 
 
 def decoder_scales(grid: int, img_size: int) -> list[int]:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lipsync.data.datasets import LipSyncDataset, collate_keys
 from lipsync.metrics.perceptual import psnr, ssim
 from lipsync.models import SyncNetColor
-from lipsync.models.marlin_generator import needs_rest, neighbour_reference, rest_frames
+from lipsync.models.marlin_generator import inference_reference, needs_rest
 
 from .common import bce, image_rows, lower_half
 
@@ -122,18 +122,18 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     frames = dataset.frames(index, 0, n, size)  # (n, 3, S, S)
     masked = frames.clone()
     masked[:, :, size // 2:] = 0
-    reference, openings = frames, dataset.opening(index, 0, n)
-    if getattr(getattr(generator, "config", None), "inference_reference", "same") == "neighbour":
-        reference, openings = neighbour_reference(frames, window), neighbour_reference(openings, window)
+    reference, extra = inference_reference(generator, frames, dataset.opening(index, 0, n), window)
     faces = torch.cat([masked, reference], dim=1)  # (n, 6, S, S)
     mels = torch.from_numpy(dataset.frame_mels(index, 0, n))[:, None]
     was = generator.training
     generator.eval()
     step = 4 * window
-    rest = rest_frames(openings, window) if needs_rest(generator) else None
-    pred = torch.cat([generator(faces[i:i + step].to(device), mels[i:i + step].to(device),
-                                **({} if rest is None else {"rest": rest[i // window:(i + step) // window]}))
-                      .float().cpu() for i in range(0, n, step)])
+    pred = []
+    for i in range(0, n, step):  # per-window inputs (rest) follow their windows
+        part = {k: v[i // window:(i + step) // window].to(device) for k, v in extra.items()}
+        out = generator(faces[i:i + step].to(device), mels[i:i + step].to(device), **part)
+        pred.append(out.float().cpu())
+    pred = torch.cat(pred)
     generator.train(was)
     both = torch.cat([pred, frames], dim=3).permute(0, 2, 3, 1)
     video = (both.clamp(0, 1) * 255).round().byte().numpy()
