@@ -391,3 +391,20 @@ def test_sync_expert_tiny_trains_end_to_end():
         a = model.embed_video(lower)
         b = model.embed_video(lower.flip(2))
     assert (a - b).abs().max() > 1e-4
+
+
+def test_warp_image_moves_pixels_by_the_flow():
+    from lipsync.models.marlin_generator import warp_image
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 32, 32, generator=g)
+    torch.testing.assert_close(warp_image(images, torch.zeros(2, 2, 8, 8)), images, rtol=0, atol=1e-5)
+    flow = torch.zeros(2, 2, 8, 8)
+    flow[:, 0], flow[:, 1] = 2.0, -3.0  # each pixel shows the one 2 right and 3 up of it
+    out = warp_image(images, flow)
+    torch.testing.assert_close(out[..., 3:, :30], images[..., :29, 2:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[..., 0, :30], images[..., 0, 2:], rtol=0, atol=1e-5)  # border repeats
+    half = torch.zeros(2, 2, 8, 8)
+    half[:, 0] = 0.5  # half a pixel right: the mean of two neighbours
+    torch.testing.assert_close(warp_image(images, half)[..., :31], 0.5 * (images[..., :31] + images[..., 1:]),
+                               rtol=0, atol=1e-5)

@@ -357,3 +357,33 @@ def test_init_with_set_grows_a_composite_head_that_starts_near_neutral(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(again(faces, mels), model(faces, mels))
     assert again.config.composite
+
+
+def test_init_with_set_grows_a_warp_head_that_starts_as_the_identity(tmp_path):
+    """--init --set warp=true on a composite generator: zero flow, the same output; then it trains."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(3)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, composite=True).eval()
+    with torch.no_grad():
+        base.composite.bias.fill_(0.0)  # a = 1/2: half the output is the (warped) reference
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"warp": True}, path, GENERATORS).eval()
+    assert model.warp.weight.abs().sum() == 0
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=1e-5)
+    model.train()
+    (model(faces, mels) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
+    assert model.warp.weight.grad.abs().sum() > 0  # the flow gets a gradient through the sampling
+    with torch.no_grad():
+        model.warp.bias.copy_(torch.tensor([0.0, 0.5]))  # 4 px down everywhere
+    model.eval()
+    again = checkpoints.load(checkpoints.save(tmp_path / "warped.safetensors", model)).model.eval()
+    with torch.no_grad():
+        assert (model(faces, mels) - base(faces, mels)).abs().max() > 1e-2
+        torch.testing.assert_close(again(faces, mels), model(faces, mels))
+    assert again.config.warp
+    with pytest.raises(ValueError, match="composite"):
+        registry.create_model("marlin_lip_tiny", warp=True)

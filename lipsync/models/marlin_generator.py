@@ -27,7 +27,11 @@ Following the MARLIN paper's description (no code was released):
   and the guess shows in the dub as a lighter patch around the lips.  ``reference_fill="rest"``
   shows the window's most closed mouth there instead (sharp lips in their colour, never open);
 - optionally (``composite``, our addition) the output is a learned per-pixel mix of the drawn face
-  and the reference, so what the reference already shows right is copied sharp.
+  and the reference, so what the reference already shows right is copied sharp;
+- optionally (``warp``, our addition, with ``composite``) the reference is first moved by a
+  smooth flow field the decoder predicts at a quarter of the face size: with
+  ``reference_fill="rest"`` the sharp closed lips are pulled open to where this frame's audio
+  puts them, and only the gap between them (teeth, mouth interior) is left to be drawn.
 
 Which frames the encoder sees
 -----------------------------
@@ -60,7 +64,7 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "needs_rest", "neighbour_reference", "rest_frames"]
+           "needs_rest", "neighbour_reference", "rest_frames", "warp_image"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ class MarlinLipConfig(ModelConfig):
     # Skin, chin, background and the lips' texture are copied sharp where they fit; the decoder
     # only has to draw what differs (mostly how far the mouth is open).
     composite: bool = False
+    # with ``composite``: move the reference by a per-pixel flow before the mix, predicted from the
+    # decoder at a quarter of the face size (smooth by construction) and starting at zero (an
+    # identity warp), so trained weights gain it unchanged (--init --set warp=true).  Deformation
+    # keeps what copying keeps (sharp lips in their colour) where the mouth has moved: the lips of
+    # a closed rest mouth are stretched open rather than redrawn as a blur.
+    warp: bool = False
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
     # 16-frame window of the same face, like training's reference from another window: its mouth
@@ -118,6 +128,8 @@ class MarlinLipConfig(ModelConfig):
         if self.inference_reference not in ("same", "neighbour"):
             raise ValueError(f"inference_reference {self.inference_reference!r}: "
                              "choose 'same' or 'neighbour'")
+        if self.warp and not self.composite:
+            raise ValueError("warp moves the reference the composite mixes in: set composite=True too")
         if self.refine_channels < 0:
             raise ValueError(f"refine_channels must be >= 0, got {self.refine_channels}")
         if self.audio_skip < 0:
@@ -158,6 +170,11 @@ def edge_fill(images: Tensor, box: tuple[int, int, int, int]) -> Tensor:
     b = torch.arange(1, x2 - x1 + 1, device=images.device, dtype=images.dtype)[None, :] / (x2 - x1 + 1)
     return 0.5 * (top * (1 - a) + bottom * a + left * (1 - b) + right * b)
 
+
+#: pixels (at the face size) of warp flow per unit of the flow head's output: as with the
+#: composite, Adam moves a zero-initialised head by about the learning rate per step, and lips
+#: move by several pixels between a closed and an open mouth.
+WARP_GAIN = 8.0
 
 #: scale of the composite head's logits.  Adam moves each weight by about the learning rate per
 #: step, so unscaled, a mix starting near 0 (logit -6) would need ~10^4 steps at 5e-4 to open up;
@@ -241,6 +258,31 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     return frames, {"rest": rest_frames(openings, window)}
 
 
+def warp_image(images: Tensor, flow: Tensor) -> Tensor:
+    """``images`` sampled at each pixel plus ``flow`` (bilinear; borders repeat).
+
+    Parameters
+    ----------
+    images : (N, C, H, W)
+    flow : (N, 2, h, w) x, y displacement in pixels of ``images``; resized (bilinear) to H x W
+        when smaller, so a coarse flow gives a smooth warp.  Zero flow returns ``images``.
+
+    Returns
+    -------
+    Tensor
+        (N, C, H, W) float32 (``grid_sample`` has no half-precision CPU kernel).
+    """
+    n, _, h, w = images.shape
+    if flow.shape[-2:] != (h, w):
+        flow = F.interpolate(flow.float(), size=(h, w), mode="bilinear", align_corners=False)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=images.device)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=images.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) pixel centres
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=images.device)
+    grid = base + flow.float().permute(0, 2, 3, 1) * scale
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def decoder_scales(grid: int, img_size: int) -> list[int]:
     """Spatial sizes of the decoder's blocks: the token grid, then ``img_size / 2**j`` doubling
     up to ``img_size``, starting at the smallest such size of at least 1.5 x the grid.
@@ -271,7 +313,7 @@ class MarlinLipGenerator(nn.Module):
     """
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
-    grown_prefixes = ("refine.", "composite.")
+    grown_prefixes = ("refine.", "composite.", "warp.")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -310,6 +352,13 @@ class MarlinLipGenerator(nn.Module):
             self.composite = nn.Conv2d(width, 1, 1)
             nn.init.zeros_(self.composite.weight)
             nn.init.constant_(self.composite.bias, -6.0 / COMPOSITE_GAIN)  # a = 0.0025: drawn, unchanged
+        if cfg.warp:
+            # the flow head reads the last decoder block at or below a quarter of the face size
+            self.warp_block = max([i for i, size in enumerate(self.scales) if size <= cfg.img_size // 4],
+                                  default=0)
+            self.warp = nn.Conv2d(cfg.decoder_channels[self.warp_block], 2, 3, 1, 1)
+            nn.init.zeros_(self.warp.weight)
+            nn.init.zeros_(self.warp.bias)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -436,10 +485,13 @@ class MarlinLipGenerator(nn.Module):
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
-        for size, block in zip(self.scales, self.decoder_blocks):
+        flow = None
+        for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
                 if h.shape[-1] != size else h
             h = block(torch.cat([h, *_extra(x, skip, size)], dim=1))
+            if self.config.warp and i == self.warp_block:
+                flow = WARP_GAIN * self.warp(h)
         z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
         features = self.output_block[0](z)
         logits = self.output_block[1](features)
@@ -448,7 +500,8 @@ class MarlinLipGenerator(nn.Module):
         out = self.output_block[2](logits)
         if self.config.composite:
             a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features))
-            out = out + a * (x[:, 3:6].to(out.dtype) - out)
+            reference = x[:, 3:6] if flow is None else warp_image(x[:, 3:6], flow)
+            out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 
 
