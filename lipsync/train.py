@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of an auxiliary read-out of each frame's mouth opening (from the stored "
                         "landmarks) from the generator's audio embedding; 1 makes small runs find the "
                         "audio much sooner (0: off, as in Wav2Lip)")
+    p.add_argument("--warp-wt", type=float, default=0.0,
+                   help="generators with warp: weight of the L1 inside the lips' region between the "
+                        "warped reference and the target, so the flow learns to move the lips even "
+                        "where the output does not copy them yet (0: off)")
     p.add_argument("--train-frames", type=int, default=0,
                    help="MARLIN generators: decode a random run of this many of each window's 16 "
                         "frames per step (0: all 16; 5 with a 5-frame expert trains about 3x more "
@@ -86,16 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
                existing=("data", "init", "marlin_checkpoint", "expert", "disc_init", "reader"))
-    if a.mouth_wt < 0 or a.train_frames < 0 or a.opening_wt < 0 or a.reader_wt < 0:
-        p.error(f"--mouth-wt, --opening-wt, --reader-wt and --train-frames must be >= 0, got {a.mouth_wt}, "
-                f"{a.opening_wt}, {a.reader_wt}, {a.train_frames}")
+    if min(a.mouth_wt, a.train_frames, a.opening_wt, a.reader_wt, a.warp_wt) < 0:
+        p.error(f"--mouth-wt, --opening-wt, --reader-wt, --warp-wt and --train-frames must be >= 0, got "
+                f"{a.mouth_wt}, {a.opening_wt}, {a.reader_wt}, {a.warp_wt}, {a.train_frames}")
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(
         data=a.data, out=a.out, model=a.model, overrides=tuple(parse_overrides(a.overrides).items()),
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
         reader=a.reader, reader_wt=a.reader_wt,
-        disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt,
+        disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt, warp_wt=a.warp_wt,
         train_frames=a.train_frames,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,

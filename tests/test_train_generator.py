@@ -228,22 +228,33 @@ def test_bad_input_gives_one_line_error(data, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: checkpoint") and "bad.pth" in err[0]
 
 
-def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, narrow, capsys):
-    """--mouth-wt adds the lips' L1, --opening-wt the opening read-out; --train-frames decodes
-    5-frame runs that the expert scores."""
+def _lips_data(tmp_path):
+    """Three 40-frame 48 px clips with a lips patch in their region maps and landmarks whose lip gap
+    varies from frame to frame."""
     data = tmp_path / "lips"
     talking_clips(data, n=3, n_frames=40, size=48)
     for cid in ("talk0", "talk1", "talk2"):  # region maps with a lips patch (id 5)
         regions = np.ones((40, 48, 48), np.uint8)
         regions[:, 32:40, 16:32] = 5
         np.save(data / cid / "regions.npy", regions)
-        rng = np.random.default_rng(len(cid))  # landmarks whose lip gap varies from frame to frame
+        rng = np.random.default_rng(len(cid))
         np.save(data / cid / "landmarks.npy", rng.uniform(0, 48, (40, 478, 2)).astype(np.float32))
-    out = tmp_path / "run"
-    args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2",
+    return data
+
+
+def _tiny_marlin_args(data, expert):
+    return ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2",
             "--model", "marlin_lip_tiny",
             "--set", "img_size=48", "--set", "encoder_init=random", "--disc-wt", "0", "--sample-every", "0",
             "--expert", str(expert), "--sync-from-start", "--log-every", "1"]
+
+
+def test_marlin_generator_mouth_weight_and_partial_windows(tmp_path, expert, narrow, capsys):
+    """--mouth-wt adds the lips' L1, --opening-wt the opening read-out; --train-frames decodes
+    5-frame runs that the expert scores."""
+    data = _lips_data(tmp_path)
+    out = tmp_path / "run"
+    args = _tiny_marlin_args(data, expert)
     assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--opening-wt", "0.5",
                  "--train-frames", "5"]) == 0
     logged = metrics(out)
@@ -387,3 +398,24 @@ def test_init_with_set_grows_a_warp_head_that_starts_as_the_identity(tmp_path):
     assert again.config.warp
     with pytest.raises(ValueError, match="composite"):
         registry.create_model("marlin_lip_tiny", warp=True)
+
+
+def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, narrow, capsys):
+    """--warp-wt adds the L1 of the warped reference in the lips' region to the documented mix."""
+    data = _lips_data(tmp_path)
+    args = _tiny_marlin_args(data, expert)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--train-frames", "5",
+                 "--set", "composite=true", "--set", "warp=true", "--warp-wt", "2"]) == 0
+    logged = metrics(out)
+    l1, mouth, warp, sync = (logged[(2, f"train/{k}")] for k in ("l1", "mouth", "warp", "sync"))
+    assert warp > 0
+    want = 0.97 * (l1 + 3 * mouth + 2 * warp) + 0.03 * sync
+    assert logged[(2, "train/loss")] == pytest.approx(want, rel=1e-4)
+    flow = checkpoints.load(out / "generator.safetensors").model.warp.weight
+    assert flow.abs().sum() > 0  # the flow head moved from its zero start
+    assert cli([*args, "--out", str(tmp_path / "plain"), "--steps", "1", "--warp-wt", "1"]) == 2
+    assert "--warp-wt needs a generator with warp" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--warp-wt", "-1"])
+    assert e.value.code == 2 and "--warp-wt" in capsys.readouterr().err

@@ -283,6 +283,14 @@ def warp_image(images: Tensor, flow: Tensor) -> Tensor:
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+class WarpSampler(nn.Module):
+    """:func:`warp_image` as a module (no weights), so training can read the warped reference with
+    a forward hook (``lipsync.train --warp-wt``) without the generator returning it."""
+
+    def forward(self, images: Tensor, flow: Tensor) -> Tensor:
+        return warp_image(images, flow)
+
+
 def decoder_scales(grid: int, img_size: int) -> list[int]:
     """Spatial sizes of the decoder's blocks: the token grid, then ``img_size / 2**j`` doubling
     up to ``img_size``, starting at the smallest such size of at least 1.5 x the grid.
@@ -359,6 +367,7 @@ class MarlinLipGenerator(nn.Module):
             self.warp = nn.Conv2d(cfg.decoder_channels[self.warp_block], 2, 3, 1, 1)
             nn.init.zeros_(self.warp.weight)
             nn.init.zeros_(self.warp.bias)
+            self.warp_sampler = WarpSampler()
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -500,7 +509,7 @@ class MarlinLipGenerator(nn.Module):
         out = self.output_block[2](logits)
         if self.config.composite:
             a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features))
-            reference = x[:, 3:6] if flow is None else warp_image(x[:, 3:6], flow)
+            reference = x[:, 3:6] if flow is None else self.warp_sampler(x[:, 3:6], flow)
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 

@@ -18,6 +18,11 @@ Recipe (REFERENCE.md 2)::
   :class:`lipsync.models.OpeningReader` reads in each generated lower half and 10x the target
   frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
   the average, a blurry half-open mouth; this term asks for the visible opening itself;
+- warp (``warp_wt``, generators with ``warp``): L1 inside the lips' region between the warped
+  reference (before the composite mixes it in) and the target.  The flow otherwise learns only
+  where the composite already copies the reference, and a composite that learned to draw the
+  lips copies none of them; this term teaches the flow to move the reference's lips to the
+  target's on its own, after which copying them pays;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -115,6 +120,7 @@ class GeneratorTrainConfig:
     disc_lr: float = 1e-4
     mouth_wt: float = 0.0  # extra weight of the L1 inside the lips' region
     opening_wt: float = 0.0  # weight of the auxiliary mouth-opening read-out of the audio embedding
+    warp_wt: float = 0.0  # weight of the L1 of the warped reference in the lips' region (warp generators)
     train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
@@ -231,6 +237,12 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     core = acc.unwrap_model(ddp)
     models, opts = {"generator": ddp}, {"generator": opt}
     embedding: list[torch.Tensor] = []  # the audio encoder's output of the latest forward pass only
+    warped: list[torch.Tensor] = []  # the warped reference of the latest forward pass only
+    if cfg.warp_wt > 0:
+        if not getattr(getattr(core, "config", None), "warp", False):
+            raise TrainingError("--warp-wt needs a generator with warp "
+                                "(--set composite=true --set warp=true)")
+        core.warp_sampler.register_forward_hook(lambda _m, _i, out: warped.__setitem__(slice(None), [out]))
     if head is not None:  # small and trained on every process alike: gradients averaged by hand
         head = head.to(acc.device)
         broadcast_module(head, acc)
@@ -328,6 +340,10 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             if cfg.mouth_wt > 0:
                 losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
+            if cfg.warp_wt > 0:  # (B*K, 3, S, S) clip-major -> (B, 3, K, S, S) like pred
+                moved = warped.pop().float().unflatten(0, (pred.shape[0], pred.shape[2])).transpose(1, 2)
+                losses["warp"] = ((moved - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
+                recon = recon + cfg.warp_wt * losses["warp"]
             opening = opening.flatten()  # one per decoded frame, clip-major
             known = torch.isfinite(opening)  # frames whose clip has face-mesh landmarks
             if head is not None:
