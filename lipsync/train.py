@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "audio much sooner (0: off, as in Wav2Lip)")
     p.add_argument("--warp-wt", type=float, default=0.0,
                    help="generators with warp: weight of the L1 inside the lips' region between the "
-                        "warped reference and the target, so the flow learns to move the lips even "
-                        "where the output does not copy them yet (0: off)")
+                        "warped reference and the target (sharp and blurred), so the flow learns to "
+                        "move the lips even where the output does not copy them yet (0: off)")
     p.add_argument("--train-frames", type=int, default=0,
                    help="MARLIN generators: decode a random run of this many of each window's 16 "
                         "frames per step (0: all 16; 5 with a 5-frame expert trains about 3x more "

@@ -419,3 +419,26 @@ def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, n
     with pytest.raises(SystemExit) as e:
         cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--warp-wt", "-1"])
     assert e.value.code == 2 and "--warp-wt" in capsys.readouterr().err
+
+
+def test_warp_loss_points_the_flow_at_lips_several_pixels_away():
+    """The blurred terms turn the flow towards lips 4 px away; the sharp term alone does not."""
+    from lipsync.training.generator_loop import warp_loss
+
+    reference = torch.zeros(1, 3, 48, 48)
+    reference[..., 20:23, 12:36] = 1.0  # a 3 px bright bar: the lips
+    target = torch.roll(reference, 4, dims=-2)[:, :, None]  # 4 px lower
+    mouth = torch.zeros(1, 1, 1, 48, 48)
+    mouth[..., 14:32, 8:40] = 1.0
+
+    def grad_y(blurs):
+        flow = torch.zeros(1, 2, 12, 12, requires_grad=True)
+        warp_loss(reference, flow, target, mouth, blurs).backward()
+        return flow.grad[:, 1].sum().item()
+
+    assert grad_y((1,)) <= 0  # sharp: the bars do not overlap; at best it shrinks the misplaced bar
+    assert grad_y((3, 7, 11)) > 0  # blurred: the loss falls as the flow samples from higher up (y < 0)
+    right = torch.zeros(1, 2, 12, 12)
+    right[:, 1] = -4.0  # each pixel shows the one 4 px above it: the target exactly
+    assert warp_loss(reference, right, target, mouth) < 1e-4 < warp_loss(reference, torch.zeros(1, 2, 12, 12),
+                                                                         target, mouth)

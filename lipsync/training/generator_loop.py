@@ -19,10 +19,11 @@ Recipe (REFERENCE.md 2)::
   frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
   the average, a blurry half-open mouth; this term asks for the visible opening itself;
 - warp (``warp_wt``, generators with ``warp``): L1 inside the lips' region between the warped
-  reference (before the composite mixes it in) and the target.  The flow otherwise learns only
-  where the composite already copies the reference, and a composite that learned to draw the
-  lips copies none of them; this term teaches the flow to move the reference's lips to the
-  target's on its own, after which copying them pays;
+  reference (before the composite mixes it in) and the target, averaged over three blurs of
+  both (3, 7 and 11 px boxes; see :func:`warp_loss`).  The flow otherwise learns only where
+  the composite already copies the reference, and a composite that learned to draw the lips
+  copies none of them; this term teaches the flow to move the reference's lips to the target's
+  on its own, after which copying them pays;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -57,6 +58,7 @@ from lipsync.models import (
     SyncNetColor,
     create_model,
 )
+from lipsync.models.marlin_generator import warp_image
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -168,6 +170,43 @@ class OpeningHead(torch.nn.Module):
         return self.linear(embedding.flatten(1)).squeeze(1)
 
 
+#: box blurs (px) of the warp loss: sharp lips give the flow a gradient only within a pixel of
+#: their edges, and one that shrinks misplaced lips rather than moving them; blurred ones point
+#: the flow at lips as far away as they move between closed and open (the output's own L1 keeps
+#: the copied lips sharp)
+WARP_BLURS = (3, 7, 11)
+
+
+def warp_loss(reference: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
+              mouth: torch.Tensor, blurs: tuple[int, ...] = WARP_BLURS) -> torch.Tensor:
+    """L1 between the warped ``reference`` and ``target`` inside ``mouth``, averaged over blurs.
+
+    At each box size ``k`` the reference is blurred, then warped by ``flow``, and compared with
+    the equally blurred target inside the mask dilated by ``k // 2``: warping a blurred image is
+    what blurring the warped one would be for a smooth flow, but its gradient with respect to the
+    flow reaches ``k / 2`` pixels further (a coarse-to-fine photometric loss, as unsupervised
+    optical flow uses, in one step).
+
+    Parameters
+    ----------
+    reference : (N, 3, S, S) what the generator warps (the masked reference), frames in order.
+    flow : (N, 2, h, w) its flow in pixels (:func:`lipsync.models.marlin_generator.warp_image`).
+    target, mouth : (B, 3, K, S, S) and (B, 1, K, S, S) with ``B * K == N``.
+    """
+    target = target.transpose(1, 2).flatten(0, 1).float()
+    mouth = mouth.transpose(1, 2).flatten(0, 1).float()
+    reference = reference.float()
+    total = reference.new_zeros(())
+    for k in blurs:
+        ref, tgt, mask = reference, target, mouth
+        if k > 1:
+            ref, tgt = (F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False) for x in (reference, target))
+            mask = F.max_pool2d(mouth, k, 1, k // 2)
+        moved = warp_image(ref, flow)
+        total = total + ((moved - tgt).abs() * mask).sum() / (3 * mask.sum()).clamp_min(1.0)
+    return total / len(blurs)
+
+
 def _load_reader(cfg: GeneratorTrainConfig, device: torch.device) -> OpeningReader | None:
     if cfg.reader is None or cfg.reader_wt <= 0:
         return None
@@ -237,12 +276,12 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     core = acc.unwrap_model(ddp)
     models, opts = {"generator": ddp}, {"generator": opt}
     embedding: list[torch.Tensor] = []  # the audio encoder's output of the latest forward pass only
-    warped: list[torch.Tensor] = []  # the warped reference of the latest forward pass only
+    warped: list[tuple] = []  # what the latest forward pass warped, and its flow
     if cfg.warp_wt > 0:
         if not getattr(getattr(core, "config", None), "warp", False):
             raise TrainingError("--warp-wt needs a generator with warp "
                                 "(--set composite=true --set warp=true)")
-        core.warp_sampler.register_forward_hook(lambda _m, _i, out: warped.__setitem__(slice(None), [out]))
+        core.warp_sampler.register_forward_hook(lambda _m, args, _o: warped.__setitem__(slice(None), [args]))
     if head is not None:  # small and trained on every process alike: gradients averaged by hand
         head = head.to(acc.device)
         broadcast_module(head, acc)
@@ -340,9 +379,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             if cfg.mouth_wt > 0:
                 losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
-            if cfg.warp_wt > 0:  # (B*K, 3, S, S) clip-major -> (B, 3, K, S, S) like pred
-                moved = warped.pop().float().unflatten(0, (pred.shape[0], pred.shape[2])).transpose(1, 2)
-                losses["warp"] = ((moved - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
+            if cfg.warp_wt > 0:
+                losses["warp"] = warp_loss(*warped.pop(), target, mouth)
                 recon = recon + cfg.warp_wt * losses["warp"]
             opening = opening.flatten()  # one per decoded frame, clip-major
             known = torch.isfinite(opening)  # frames whose clip has face-mesh landmarks
