@@ -381,15 +381,15 @@ def test_init_with_set_grows_a_warp_head_that_starts_as_the_identity(tmp_path):
         base.composite.bias.fill_(0.0)  # a = 1/2: half the output is the (warped) reference
     path = checkpoints.save(tmp_path / "base.safetensors", base)
     model = build_model("ignored", {"warp": True}, path, GENERATORS).eval()
-    assert model.warp.weight.abs().sum() == 0
+    assert model.warp[-1].weight.abs().sum() == 0
     faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=1e-5)
     model.train()
     (model(faces, mels) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
-    assert model.warp.weight.grad.abs().sum() > 0  # the flow gets a gradient through the sampling
+    assert model.warp[-1].weight.grad.abs().sum() > 0  # the flow gets a gradient through the sampling
     with torch.no_grad():
-        model.warp.bias.copy_(torch.tensor([0.0, 0.5]))  # 4 px down everywhere
+        model.warp[-1].bias.copy_(torch.tensor([0.0, 0.5]))  # 4 px down everywhere
     model.eval()
     again = checkpoints.load(checkpoints.save(tmp_path / "warped.safetensors", model)).model.eval()
     with torch.no_grad():
@@ -412,7 +412,7 @@ def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, n
     assert warp > 0
     want = 0.97 * (l1 + 3 * mouth + 2 * warp) + 0.03 * sync
     assert logged[(2, "train/loss")] == pytest.approx(want, rel=1e-4)
-    flow = checkpoints.load(out / "generator.safetensors").model.warp.weight
+    flow = checkpoints.load(out / "generator.safetensors").model.warp[-1].weight
     assert flow.abs().sum() > 0  # the flow head moved from its zero start
     assert cli([*args, "--out", str(tmp_path / "plain"), "--steps", "1", "--warp-wt", "1"]) == 2
     assert "--warp-wt needs a generator with warp" in capsys.readouterr().err
