@@ -14,7 +14,10 @@ encoded to H.264 like any video) and three videos are measured against it:
 
 - ``dubbed``: VIDEO;
 - ``floor``: the source clip left unchanged (its mouth follows the original speech);
-- ``ceiling``: the re-render itself.
+- ``ceiling``: the re-render itself;
+- ``pipeline`` (``--pipeline``): the re-render dubbed by a generator that returns the face crop it
+  is given unchanged (:class:`PassThrough`), i.e. what a perfect generator would score: the
+  cost of crop -> resize to the model's size -> blend back -> encode alone.
 
 For each: the correlation of the landmark-measured mouth opening with the opening AUDIO
 demands (at zero lag and the best within +-max-lag frames), the share of frames with a face,
@@ -38,6 +41,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: bench/ would sh
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from lipsync.data.sync_measure import measure_openings, mouth_region_error, sync_correlation  # noqa: E402
 from lipsync.data.synthetic import mouth_for_audio, opening, read_sidecar, render_face  # noqa: E402
@@ -62,8 +66,23 @@ def read_video(path: Path, fps: float, n: int, size: tuple[int, int]) -> np.ndar
     return np.stack(frames)
 
 
-def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2) -> dict:
-    """Measure the dubbed ``video``, the unchanged source clip and the re-render. Returns a dict of rows."""
+class PassThrough(torch.nn.Module):
+    """A "generator" that returns the reference it is given (at inference, the face crop itself):
+    a perfect generator, for ``--pipeline``."""
+
+    def __init__(self, img_size: int = 96) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, faces: torch.Tensor, mels: torch.Tensor) -> torch.Tensor:
+        return faces[:, 3:6]
+
+
+def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_size: int | None = None,
+             **dub_options) -> dict:
+    """Measure the dubbed ``video``, the unchanged source clip and the re-render (and, with
+    ``pipeline_size``, the re-render dubbed at that face size by :class:`PassThrough` with
+    ``dub_options``). Returns a dict of rows."""
     spec, side = read_sidecar(source)
     mouth, how = mouth_for_audio(audio, spec.fps, spec.identity.articulation)
     demanded = opening(mouth)
@@ -72,12 +91,19 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         render_path = write_video(Path(tmp) / "render.mp4", ref.frames, None, spec.fps)
         videos = {"dubbed": video, "floor": source.parent / side["video"], "ceiling": render_path}
+        if pipeline_size:
+            from lipsync import LipSync
+
+            videos["pipeline"] = Path(tmp) / "pipeline.mp4"
+            LipSync(PassThrough(pipeline_size), device="cpu").dub(render_path, audio, videos["pipeline"],
+                                                                   **dub_options)
         for label, path in videos.items():
             frames = read_video(path, spec.fps, len(mouth), spec.size)
             measured = measure_openings(frames)
             score = sync_correlation(measured, demanded, max_lag)
             rows[label] = {
-                "video": str(path) if label != "ceiling" else "(re-render)",
+                "video": {"ceiling": "(re-render)", "pipeline": "(re-render through the pipeline)"}.get(
+                    label, str(path)),
                 "frames": len(frames),
                 "sync_r": score.correlation,
                 "best_r": score.best_correlation,
@@ -168,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-lag", type=int, default=2, help="frames of offset searched for the best correlation"
     )
+    p.add_argument(
+        "--pipeline",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="also dub the re-render with a generator that returns its input crop at SIZE px (e.g. 96): "
+        "what a perfect generator would score through crop, resize, blend and encode",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p
 
@@ -213,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_lag < 0:
         print(f"error: --max-lag must be >= 0, got {args.max_lag}", file=sys.stderr)
         return 2
+    if args.pipeline is not None and args.pipeline < 16:
+        print(f"error: --pipeline must be a face size of at least 16 px, got {args.pipeline}",
+              file=sys.stderr)
+        return 2
     try:
-        result = evaluate(args.video, args.audio, source, args.max_lag)
+        result = evaluate(args.video, args.audio, source, args.max_lag, args.pipeline)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ Each held-out clip is dubbed (``lipsync.LipSync``) with the audio of the next he
 then measured with ``bench/quality.py``'s ``evaluate``: the correlation of the mouth opening
 measured in the frames with the opening the new audio demands, and the lip-region error against
 a re-render of the same face speaking that audio. Printed for the dubbed output, the unchanged
-input (floor) and the re-render (ceiling), per pair and averaged. ``--json`` keeps the figures.
+input (floor) and the re-render (ceiling), per pair and averaged; with ``--pipeline`` also for
+the re-render dubbed by a generator that returns its input crop (what a perfect generator of the
+checkpoint's face size would score). ``--json`` keeps the figures.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", default=None, choices=("lower_face", "mouth", "crop"),
                    help="blend region of the dub (default: the dubbing default)")
     p.add_argument("--color-match", action="store_true", help="dub with colour matching")
+    p.add_argument("--pipeline", action="store_true",
+                   help="also score a perfect generator of the checkpoint's face size (the re-render "
+                        "through crop, resize, blend and encode)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p
 
@@ -81,18 +86,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.blend:
                 options["blend"] = args.blend
             dubber.dub(video, audio, out, **options)
-            res = quality.evaluate(out, audio, args.clips / f"{clip}.json")
+            size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None
+            res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size, **options)
             results.append(res)
             r = res["rows"]
             print(f"{clip} <- {other}: sync r dubbed {r['dubbed']['sync_r']:.3f}"
                   f" floor {r['floor']['sync_r']:.3f} ceiling {r['ceiling']['sync_r']:.3f}"
-                  f" | mouth L1 dubbed {r['dubbed']['mouth_l1']:.2f} floor {r['floor']['mouth_l1']:.2f}",
+                  f" | mouth L1 dubbed {r['dubbed']['mouth_l1']:.2f} floor {r['floor']['mouth_l1']:.2f}"
+                  + (f" pipeline {r['pipeline']['mouth_l1']:.2f}" if args.pipeline else ""),
                   flush=True)
+    labels = LABELS + (("pipeline",) if args.pipeline else ())
     summary = {label: {key: float(np.nanmean([res["rows"][label][key] for res in results]))
-                       for key in ("sync_r", "best_r", "mouth_l1", "face_found")} for label in LABELS}
+                       for key in ("sync_r", "best_r", "mouth_l1", "face_found")} for label in labels}
     print(f"\nmean over {len(results)} pairs")
     print(f"{'':10s} {'sync r':>8s} {'best r':>8s} {'mouth L1':>9s} {'face':>6s}")
-    for label in LABELS:
+    for label in labels:
         s = summary[label]
         print(f"{label:10s} {s['sync_r']:8.3f} {s['best_r']:8.3f} {s['mouth_l1']:9.2f}"
               f" {s['face_found']:6.2f}")

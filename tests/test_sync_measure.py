@@ -119,3 +119,20 @@ def test_bench_quality_reports_dubbed_floor_and_ceiling(clips, tmp_path, capsys)
     assert bench.main([str(dub), str(other.video)]) == 2  # dub.mp4 has no sidecar and no --source
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--source" in err and "\n" not in err
+
+
+def test_bench_quality_pipeline_row_scores_a_perfect_generator(clips, tmp_path, capsys):
+    """--pipeline SIZE: the re-render dubbed by a pass-through generator keeps its sync and most of
+    its lips; only crop, resize to SIZE, blend and encode cost anything."""
+    source, other, _ = clips
+    out = tmp_path / "quality.json"
+    bench = _bench_quality()
+    assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
+                       "--pipeline", "96", "--json", str(out)]) == 0
+    assert "pipeline" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["pipeline"]["sync_r"] > 0.8
+    assert rows["ceiling"]["mouth_l1"] < rows["pipeline"]["mouth_l1"] < rows["floor"]["mouth_l1"]
+    assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
+                       "--pipeline", "8"]) == 2
+    assert "--pipeline" in capsys.readouterr().err
