@@ -30,8 +30,8 @@ Following the MARLIN paper's description (no code was released):
   and the reference, so what the reference already shows right is copied sharp;
 - optionally (``warp``, our addition, with ``composite``) the reference is first moved by a
   smooth flow field the decoder predicts at a quarter of the face size: with
-  ``reference_fill="rest"`` the sharp closed lips are pulled open to where this frame's audio
-  puts them, and only the gap between them (teeth, mouth interior) is left to be drawn.
+  ``reference_fill="rest"`` the sharp closed lips can be pulled open to where this frame's audio
+  puts them, leaving only the gap between them (teeth, mouth interior) to be drawn.
 
 Which frames the encoder sees
 -----------------------------
@@ -104,7 +104,8 @@ class MarlinLipConfig(ModelConfig):
     # decoder at a quarter of the face size (smooth by construction) and starting at zero (an
     # identity warp), so trained weights gain it unchanged (--init --set warp=true).  Deformation
     # keeps what copying keeps (sharp lips in their colour) where the mouth has moved: the lips of
-    # a closed rest mouth are stretched open rather than redrawn as a blur.
+    # a closed rest mouth can be stretched open rather than redrawn as a blur (how far that got on
+    # the synthetic set: checkpoints/README.md).
     warp: bool = False
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
@@ -366,7 +367,7 @@ class MarlinLipGenerator(nn.Module):
                                   default=0)
             # two 3x3 units on that block's output and the input and audio maps at its size, then a
             # 3x3 to (x, y) starting at zero: a single linear layer on features trained to draw
-            # barely learns a flow (measured: its lips' warp loss stayed flat over 350 steps)
+            # barely learns a flow (measured: its lips' warp loss fell 4% in 350 steps)
             k = 32
             head = nn.Conv2d(k, 2, 3, 1, 1)
             nn.init.zeros_(head.weight)
