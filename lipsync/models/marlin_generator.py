@@ -505,9 +505,10 @@ class MarlinLipGenerator(nn.Module):
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
                 if h.shape[-1] != size else h
-            h = block(torch.cat([h, *_extra(x, skip, size)], dim=1))
+            extra = _extra(x, skip, size)
+            h = block(torch.cat([h, *extra], dim=1))
             if self.config.warp and i == self.warp_block:
-                flow = WARP_GAIN * self.warp(torch.cat([h, *_extra(x, skip, size)], dim=1))
+                flow = WARP_GAIN * self.warp(torch.cat([h, *extra], dim=1))
         z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
         features = self.output_block[0](z)
         logits = self.output_block[1](features)
