@@ -177,6 +177,11 @@ class OpeningHead(torch.nn.Module):
 WARP_BLURS = (3, 7, 11)
 
 
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute RGB difference inside ``mask`` (one channel, broadcast over the three)."""
+    return ((pred - target).abs() * mask).sum() / (3 * mask.sum()).clamp_min(1.0)
+
+
 def warp_loss(reference: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
               mouth: torch.Tensor, blurs: tuple[int, ...] = WARP_BLURS) -> torch.Tensor:
     """L1 between the warped ``reference`` and ``target`` inside ``mouth``, averaged over blurs.
@@ -203,7 +208,7 @@ def warp_loss(reference: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
             ref, tgt = (F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False) for x in (reference, target))
             mask = F.max_pool2d(mouth, k, 1, k // 2)
         moved = warp_image(ref, flow)
-        total = total + ((moved - tgt).abs() * mask).sum() / (3 * mask.sum()).clamp_min(1.0)
+        total = total + masked_l1(moved, tgt, mask)
     return total / len(blurs)
 
 
@@ -360,24 +365,25 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             opening = batch["opening"].to(acc.device)
+            inputs = extra_inputs(core, batch, acc.device)
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
                     pick = (first + torch.arange(decoded)).to(acc.device)
-                    pred = ddp(faces, mels, frames=pick, **extra_inputs(core, batch, acc.device))
+                    pred = ddp(faces, mels, frames=pick, **inputs)
                     rows = pick[:, None, :, None, None]
                     target = target.gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
                     mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
                     mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
                     opening = opening.gather(1, pick)
                 else:
-                    pred = ddp(faces, mels, **extra_inputs(core, batch, acc.device))
+                    pred = ddp(faces, mels, **inputs)
             pred = pred.float()
             l1 = F.l1_loss(pred, target)
             losses = {"l1": l1}
             recon = l1
             if cfg.mouth_wt > 0:
-                losses["mouth"] = ((pred - target).abs() * mouth).sum() / (3 * mouth.sum()).clamp_min(1.0)
+                losses["mouth"] = masked_l1(pred, target, mouth)
                 recon = l1 + cfg.mouth_wt * losses["mouth"]
             if cfg.warp_wt > 0:
                 losses["warp"] = warp_loss(*warped.pop(), target, mouth)
