@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quality = _sibling("quality")
     dubber = LipSync.from_checkpoint(args.checkpoint)
+    size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None  # of the perfect generator
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(min(args.pairs, len(ids))):
@@ -86,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.blend:
                 options["blend"] = args.blend
             dubber.dub(video, audio, out, **options)
-            size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None
             res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size, **options)
             results.append(res)
             r = res["rows"]

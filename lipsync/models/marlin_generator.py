@@ -273,7 +273,7 @@ def warp_image(images: Tensor, flow: Tensor) -> Tensor:
     Tensor
         (N, C, H, W) float32 (``grid_sample`` has no half-precision CPU kernel).
     """
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     if flow.shape[-2:] != (h, w):
         flow = F.interpolate(flow.float(), size=(h, w), mode="bilinear", align_corners=False)
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=images.device)
