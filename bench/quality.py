@@ -10,7 +10,7 @@ to VIDEO (``VIDEO.json``, or ``<clip>.json`` for ``<clip>_dubbed.mp4``) or given
 ``--source`` (``lipsync.data.synthetic`` writes one beside every clip).
 
 The clip's face is re-rendered speaking AUDIO (same identity, head motion, blinks, lighting;
-encoded to H.264 like any video) and three videos are measured against it:
+encoded to H.264 like any video) and three videos (four with ``--pipeline``) are measured against it:
 
 - ``dubbed``: VIDEO;
 - ``floor``: the source clip left unchanged (its mouth follows the original speech);
