@@ -162,13 +162,14 @@ def test_mouth_mask_follows_the_lips_region(data, tmp_path):
         ys, xs = torch.nonzero(mouth[0, k], as_tuple=True)
         assert ys.min() >= 68 - 10 and ys.max() <= 76 + 10 and xs.min() >= 2 * (10 + t) - 10
     assert torch.isnan(item["opening"]).all() and item["opening"].shape == (5,)  # no landmarks stored
+    assert torch.isnan(item["width"]).all() and item["width"].shape == (5,)
     # clips preprocessed without region maps give an all-zero mask
     plain = LipSyncDataset(data, ["talk0"], n_frames=5, size=32)[(0, 3)]["mouth"]
     assert plain.shape == (1, 5, 32, 32) and plain.max() == 0
 
 
 def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
-    from lipsync.data.sync_measure import mouth_opening
+    from lipsync.data.sync_measure import mouth_opening, mouth_width
 
     landmarks = np.random.default_rng(3).uniform(0, 48, (20, 478, 2)).astype(np.float32)
     write_clip(tmp_path, "lm", np.zeros((20, 48, 48, 3), np.uint8), landmarks=landmarks,
@@ -176,5 +177,7 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
     item = LipSyncDataset(tmp_path, ["lm"], n_frames=5, size=48)[(0, 2)]
     want = mouth_opening(landmarks[item["start"]:item["start"] + 5])
     np.testing.assert_allclose(item["opening"].numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(item["width"].numpy(), mouth_width(landmarks[item["start"]:item["start"] + 5]),
+                               rtol=1e-6)
     # "rest": the reference window's most closed mouth
     assert item["rest"] == int(np.argmin(mouth_opening(landmarks[item["ref_start"]:item["ref_start"] + 5])))

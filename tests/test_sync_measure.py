@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsync.data.sync_measure import measure_openings, mouth_opening, mouth_region_error, sync_correlation
+from lipsync.data.sync_measure import (
+    measure_openings,
+    mouth_opening,
+    mouth_region_error,
+    mouth_width,
+    sync_correlation,
+)
 from lipsync.data.synthetic import make_clip, opening, read_sidecar, render_face, speak
 from lipsync.data.synthetic.clip import write_video
 
@@ -32,6 +38,19 @@ def test_mouth_opening_is_gap_over_eye_distance():
     assert batch.shape == (2,) and batch[0] == 0 and batch[1] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="478, 2"):
         mouth_opening(np.zeros((68, 2)))
+
+
+def test_mouth_width_is_corner_distance_over_eye_distance():
+    pts = _landmarks(10.0)
+    pts[61], pts[291] = (20, 150), (80, 158)  # mouth corners 60 px apart across, 8 down
+    assert mouth_width(pts) == pytest.approx(np.hypot(60, 8) / 100)
+    assert mouth_opening(pts) == pytest.approx(0.1)  # the corners do not enter the opening
+    wide = pts.copy()
+    wide[291] = (100, 150)
+    batch = mouth_width(np.stack([pts, wide]))
+    assert batch.shape == (2,) and batch[1] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="478, 2"):
+        mouth_width(np.zeros((68, 2)))
 
 
 def test_sync_correlation_zero_lag_lag_search_and_gaps():

@@ -421,6 +421,73 @@ def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, n
     assert e.value.code == 2 and "--warp-wt" in capsys.readouterr().err
 
 
+def test_init_with_set_grows_mouth_input_that_starts_neutral(tmp_path):
+    """--init --set mouth_input=true: zero biases, the same output; then the measured shape (or,
+    where it is unknown, the audio head's) steers every decoder scale."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(4)
+    base = registry.create_model("marlin_lip_tiny", img_size=48).eval()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"mouth_input": True}, path, GENERATORS).eval()
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    shape = torch.stack([torch.rand(2, 16) * 0.3, 0.5 + torch.rand(2, 16) * 0.2], dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=1e-5)
+        told = model(faces, mels, mouth_shape=shape)
+        torch.testing.assert_close(told, base(faces, mels), rtol=0, atol=1e-5)
+    model.train()
+    (model(faces, mels, mouth_shape=shape) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
+    assert all(b.weight.grad.abs().sum() > 0 for b in model.mouth_bias)  # every scale learns from it
+    with torch.no_grad():
+        for b in model.mouth_bias:
+            b.weight.normal_()
+    model.eval()
+    with torch.no_grad():
+        told = model(faces, mels, mouth_shape=shape)
+        heard = model(faces, mels)  # inference: the head's shape
+        assert (told - heard).abs().max() > 1e-2
+        unknown = shape.clone()
+        unknown[1] = float("nan")  # the second clip has no landmarks: its frames use the head
+        mixed = model(faces, mels, mouth_shape=unknown)
+        torch.testing.assert_close(mixed[0], told[0])
+        torch.testing.assert_close(mixed[1], heard[1])
+        pick = torch.tensor([[1, 2], [5, 6]])  # decoding some frames takes their rows of the shape
+        torch.testing.assert_close(model(faces, mels, frames=pick, mouth_shape=shape),
+                                   torch.stack([told[0, :, 1:3], told[1, :, 5:7]]))
+        again = checkpoints.load(checkpoints.save(tmp_path / "shaped.safetensors", model)).model.eval()
+        torch.testing.assert_close(again(faces, mels), heard)
+        with pytest.raises(ValueError, match="one \\(opening, width\\) per frame"):
+            model(faces, mels, mouth_shape=shape[:, :8])
+        with pytest.raises(ValueError, match="mouth_input"):
+            base(faces, mels, mouth_shape=shape)
+
+
+def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, narrow, capsys):
+    """With mouth_input the opening term trains the generator's own head (opening and width);
+    the decoder is given the measured shape."""
+    from lipsync.models.marlin_generator import mouth_shape_units
+
+    data = _lips_data(tmp_path)
+    args = _tiny_marlin_args(data, expert)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out), "--steps", "3", "--mouth-wt", "3", "--train-frames", "5",
+                 "--set", "mouth_input=true", "--opening-wt", "0.5", "--lr", "1e-2"]) == 0
+    logged = metrics(out)
+    l1, mouth, said, sync = (logged[(3, f"train/{k}")] for k in ("l1", "mouth", "opening", "sync"))
+    assert said > 0
+    want = 0.97 * (l1 + 3 * mouth + 0.5 * said) + 0.03 * sync
+    assert logged[(3, "train/loss")] == pytest.approx(want, rel=1e-4)
+    model = checkpoints.load(out / "generator.safetensors").model
+    assert model.config.mouth_input and all(b.weight.abs().sum() > 0 for b in model.mouth_bias)
+    # the head's term is the MSE on the standardised (opening, width) of the decoded frames
+    shape = mouth_shape_units(torch.tensor([[0.08, 0.62], [0.13, 0.69]]))
+    torch.testing.assert_close(shape, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    assert cli([*args, "--out", str(tmp_path / "no_head"), "--steps", "1", "--set", "mouth_input=true"]) == 2
+    assert "mouth_input needs --opening-wt > 0" in capsys.readouterr().err
+
+
 def test_warp_loss_points_the_flow_at_lips_several_pixels_away():
     """The blurred terms turn the flow towards lips 4 px away; the sharp term alone does not."""
     from lipsync.training.generator_loop import warp_loss

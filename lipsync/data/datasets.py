@@ -37,7 +37,7 @@ from audio import AudioError, load_audio, mel_window_starts, melspectrogram
 from marlin.data import Clip, DataError, read_clip, split_clips
 from marlin.face.regions import REGIONS
 
-from .sync_measure import mouth_opening
+from .sync_measure import mouth_opening, mouth_width
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,18 @@ class _ClipSet(Dataset):
 
     def opening(self, index: int, start: int, count: int) -> torch.Tensor:
         """(count,) float32 mouth opening of frames from ``start`` (NaN without mediapipe landmarks)."""
+        return self._mesh_measure(mouth_opening, index, start, count)
+
+    def width(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count,) float32 mouth width of frames from ``start`` (NaN without mediapipe landmarks)."""
+        return self._mesh_measure(mouth_width, index, start, count)
+
+    def _mesh_measure(self, measure, index: int, start: int, count: int) -> torch.Tensor:
         clip = self.clip(index)
         if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
             return torch.full((count,), float("nan"))
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        return torch.from_numpy(np.asarray(mouth_opening(clip.landmarks[idx]), np.float32))
+        return torch.from_numpy(np.asarray(measure(clip.landmarks[idx]), np.float32))
 
     @staticmethod
     def _key(key: int | tuple[int, int]) -> tuple[int, np.random.Generator | None]:
@@ -223,6 +230,8 @@ class LipSyncDataset(_ClipSet):
     opening : (T,) float32 inner-lip opening of each target frame relative to the eye-corner
         distance (``lipsync.data.sync_measure.mouth_opening`` of the stored landmarks; about 0
         closed, 0.3-0.5 wide open), NaN for clips without mediapipe landmarks.
+    width : (T,) float32 distance between the mouth corners of each target frame relative to the
+        eye-corner distance (``lipsync.data.sync_measure.mouth_width``), NaN without landmarks.
     rest : int, the reference window's frame with the most closed mouth (smallest landmark
         opening; 0 without landmarks), for ``reference_fill="rest"`` generators.
     index, start, ref_start : ints.
@@ -286,7 +295,7 @@ class LipSyncDataset(_ClipSet):
         return {"faces": torch.cat([masked, reference]), "target": target, "mels": mels,
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
                 "mouth": self.mouth(index, start, t, s), "opening": self.opening(index, start, t),
-                "rest": self.rest(index, ref),
+                "width": self.width(index, start, t), "rest": self.rest(index, ref),
                 "index": index, "start": start, "ref_start": ref}
 
 

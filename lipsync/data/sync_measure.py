@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic.landmarks import EYE_OUTER, INNER_GAP_PAIRS, detect_face
+from .synthetic.landmarks import EYE_OUTER, INNER_GAP_PAIRS, MOUTH_CORNERS, detect_face
 
-__all__ = ["SyncScore", "measure_openings", "mouth_opening", "mouth_region_error", "sync_correlation"]
+__all__ = ["SyncScore", "measure_openings", "mouth_opening", "mouth_region_error", "mouth_width",
+           "sync_correlation"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,38 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray | float:
     -------
     float, or (T,) float32; about 0 for closed lips, 0.3-0.5 for a wide open mouth.
     """
-    pts = np.asarray(landmarks, np.float32)
-    if pts.shape[-2:] != (478, 2) and pts.shape[-2:] != (468, 2):
-        raise ValueError(f"expected mediapipe landmarks (..., 478, 2), got shape {pts.shape}")
+    pts = _mesh(landmarks)
     upper = pts[..., [a for a, _ in INNER_GAP_PAIRS], :]
     lower = pts[..., [b for _, b in INNER_GAP_PAIRS], :]
     gap = np.linalg.norm(lower - upper, axis=-1).mean(-1)
     eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
     out = gap / np.maximum(eyes, 1e-6)
     return float(out) if out.ndim == 0 else out.astype(np.float32)
+
+
+def mouth_width(landmarks: np.ndarray) -> np.ndarray | float:
+    """Distance between the mouth corners relative to the outer-eye-corner distance.
+
+    Parameters
+    ----------
+    landmarks : (478, 2) or (T, 478, 2) float, mediapipe face-mesh points in pixels.
+
+    Returns
+    -------
+    float, or (T,) float32; about 0.5-0.7 for a relaxed mouth, less for rounded lips.
+    """
+    pts = _mesh(landmarks)
+    width = np.linalg.norm(pts[..., MOUTH_CORNERS[0], :] - pts[..., MOUTH_CORNERS[1], :], axis=-1)
+    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
+    out = width / np.maximum(eyes, 1e-6)
+    return float(out) if out.ndim == 0 else out.astype(np.float32)
+
+
+def _mesh(landmarks: np.ndarray) -> np.ndarray:
+    pts = np.asarray(landmarks, np.float32)
+    if pts.shape[-2:] != (478, 2) and pts.shape[-2:] != (468, 2):
+        raise ValueError(f"expected mediapipe landmarks (..., 478, 2), got shape {pts.shape}")
+    return pts
 
 
 def measure_openings(frames: Iterable[np.ndarray]) -> np.ndarray:

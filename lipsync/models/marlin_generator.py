@@ -31,7 +31,13 @@ Following the MARLIN paper's description (no code was released):
 - optionally (``warp``, our addition, with ``composite``) the reference is first moved by a
   smooth flow field the decoder predicts at a quarter of the face size: with
   ``reference_fill="rest"`` the sharp closed lips can be pulled open to where this frame's audio
-  puts them, leaving only the gap between them (teeth, mouth interior) to be drawn.
+  puts them, leaving only the gap between them (teeth, mouth interior) to be drawn;
+- optionally (``mouth_input``, our addition) the decoder is told the mouth's shape (its opening
+  and width, face-mesh measures): the measured ones of the target frames in training, and at
+  inference what its own audio head predicts from each frame's audio.  Audio -> shape -> face in
+  two steps, as landmark-driven talking-face methods do: given the shape, drawing the mouth has
+  one right answer, so L1 no longer pays a generator for a blurred average of the openings the
+  audio leaves possible.
 
 Which frames the encoder sees
 -----------------------------
@@ -64,7 +70,7 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "needs_rest", "neighbour_reference", "rest_frames", "warp_image"]
+           "mouth_shape_units", "needs_rest", "neighbour_reference", "rest_frames", "warp_image"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,12 @@ class MarlinLipConfig(ModelConfig):
     # a closed rest mouth can be stretched open rather than redrawn as a blur (how far that got on
     # the synthetic set: checkpoints/README.md).
     warp: bool = False
+    # tell the decoder the mouth's shape, (opening, width) as lipsync.data.sync_measure measures
+    # them: a bias at every decoder scale from the measured shape of each target frame in
+    # training (``mouth_shape``), from ``mouth_head`` (a small MLP on the frame's audio embedding,
+    # trained by ``lipsync.train --opening-wt``) at inference.  The biases start at zero, so
+    # trained weights gain it unchanged (--init --set mouth_input=true)
+    mouth_input: bool = False
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
     # 16-frame window of the same face, like training's reference from another window: its mouth
@@ -322,7 +334,7 @@ class MarlinLipGenerator(nn.Module):
     """
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
-    grown_prefixes = ("refine.", "composite.", "warp.")
+    grown_prefixes = ("refine.", "composite.", "warp.", "mouth_head.", "mouth_bias.")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -375,6 +387,13 @@ class MarlinLipGenerator(nn.Module):
             self.warp = nn.Sequential(ConvUnit(cfg.decoder_channels[self.warp_block] + extra, k, 3, 1, 1),
                                       ConvUnit(k, k, 3, 1, 1, residual=True), head)
             self.warp_sampler = WarpSampler()
+        if cfg.mouth_input:
+            self.mouth_head = nn.Sequential(nn.Linear(audio_channels, 64), nn.ReLU(), nn.Linear(64, 2))
+            widths = [2 * half, *cfg.decoder_channels[: len(self.scales)]]  # what each block (and the
+            self.mouth_bias = nn.ModuleList(nn.Linear(2, c) for c in widths)  # output block) takes in
+            for bias in self.mouth_bias:
+                nn.init.zeros_(bias.weight)
+                nn.init.zeros_(bias.bias)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -453,7 +472,8 @@ class MarlinLipGenerator(nn.Module):
             return self.encoder.extract_features(clip.to(self.encoder.norm.weight.dtype), keep_seq=True)
 
     def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
-                frames: Tensor | None = None, rest: Tensor | None = None) -> Tensor:
+                frames: Tensor | None = None, rest: Tensor | None = None,
+                mouth_shape: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -474,6 +494,11 @@ class MarlinLipGenerator(nn.Module):
         rest:
             ``(B*T/16,)`` long, with ``reference_fill="rest"`` only (required then): which frame of
             each reference window has the most closed mouth (:func:`rest_frames`).
+        mouth_shape:
+            ``(B, T, 2)`` or ``(B*T, 2)`` float, with ``mouth_input`` only: the measured (opening,
+            width) of each target frame (:func:`lipsync.data.sync_measure.mouth_opening`,
+            ``mouth_width``), as training gives it; rows with a NaN, and all rows when None (as at
+            inference), use what ``mouth_head`` predicts from the frame's audio.
 
         Returns
         -------
@@ -489,6 +514,7 @@ class MarlinLipGenerator(nn.Module):
             raise ValueError(f"tokens {tuple(tokens.shape)} do not match {x.shape[0]} frames "
                              f"({self.frames_per_window} per window)")
         maps = tokens_to_frame_maps(tokens, self.marlin_config).to(x.dtype)  # (N, E/2, g, g)
+        n_all = x.shape[0]
         if frames is not None:
             if t is None or frames.ndim != 2 or frames.shape[0] * t != x.shape[0]:
                 raise ValueError(f"frames must be (B, K) indices for 5-D faces {tuple(faces.shape)}, "
@@ -497,18 +523,25 @@ class MarlinLipGenerator(nn.Module):
                 raise ValueError(f"frames must index the {t} frames of each sample")
             rows = (frames + t * torch.arange(frames.shape[0], device=frames.device)[:, None]).flatten()
             x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
+        else:
+            rows = None
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
+        biases = self._mouth_biases(embedding, mouth_shape, rows, n_all)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False) \
                 if h.shape[-1] != size else h
+            if biases:
+                h = h + biases[i]
             extra = _extra(x, skip, size)
             h = block(torch.cat([h, *extra], dim=1))
             if self.config.warp and i == self.warp_block:
                 flow = WARP_GAIN * self.warp(torch.cat([h, *extra], dim=1))
+        if biases:
+            h = h + biases[-1]
         z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
         features = self.output_block[0](z)
         logits = self.output_block[1](features)
@@ -520,6 +553,40 @@ class MarlinLipGenerator(nn.Module):
             reference = x[:, 3:6] if flow is None else self.warp_sampler(x[:, 3:6], flow)
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
+
+    def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None, rows: Tensor | None,
+                      n_all: int) -> list[Tensor]:
+        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [].
+        ``mouth_shape`` covers all ``n_all`` frames of the input; ``rows`` picks the decoded ones."""
+        if not self.config.mouth_input:
+            if mouth_shape is not None:
+                raise ValueError("mouth_shape is for generators with mouth_input=True")
+            return []
+        shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
+        if mouth_shape is not None:
+            given = mouth_shape.reshape(-1, 2)
+            if given.shape[0] != n_all:
+                raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
+                                 f"frame of faces, got {tuple(mouth_shape.shape)}")
+            if rows is not None:
+                given = given[rows.to(given.device)]
+            given = mouth_shape_units(given.to(shape.device).float()).to(shape.dtype)
+            shape = torch.where(torch.isfinite(given), given, shape)
+        return [bias(shape)[:, :, None, None] for bias in self.mouth_bias]
+
+
+#: typical (opening, width) of a face (face-mesh measures relative to the eye-corner distance) and
+#: their spread: the scale ``mouth_head`` predicts in (measured on the synthetic training set; real
+#: faces' are of the same order)
+MOUTH_SHAPE_MEAN = (0.08, 0.62)
+MOUTH_SHAPE_STD = (0.05, 0.07)
+
+
+def mouth_shape_units(shape: Tensor) -> Tensor:
+    """Measured ``(..., 2)`` (opening, width) -> the standardised scale ``mouth_head`` predicts."""
+    mean = torch.tensor(MOUTH_SHAPE_MEAN, device=shape.device, dtype=shape.dtype)
+    std = torch.tensor(MOUTH_SHAPE_STD, device=shape.device, dtype=shape.dtype)
+    return (shape - mean) / std
 
 
 def _extra(x: Tensor, skip: Tensor | None, size: int) -> list[Tensor]:

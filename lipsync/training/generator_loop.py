@@ -13,7 +13,10 @@ Recipe (REFERENCE.md 2)::
   stored landmarks) from the generator's own audio embedding, MSE on 10x the opening.  The L1
   loss reaches the audio encoder only through the whole decoder, and in short runs it learns to
   draw the face long before it finds the audio; the read-out makes the audio embedding carry
-  the opening from the first steps, after which the decoder learns to use it;
+  the opening from the first steps, after which the decoder learns to use it.  A generator with
+  ``mouth_input`` has a head of its own (``mouth_head``, saved with it, as inference uses it):
+  the term then trains that head on the standardised opening and mouth width, and the decoder is
+  given the measured shape of each target frame in its place (the val figures use the head's);
 - read (``reader_wt``, with ``reader``): MSE between 10x the opening a frozen
   :class:`lipsync.models.OpeningReader` reads in each generated lower half and 10x the target
   frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
@@ -58,7 +61,7 @@ from lipsync.models import (
     SyncNetColor,
     create_model,
 )
-from lipsync.models.marlin_generator import warp_image
+from lipsync.models.marlin_generator import mouth_shape_units, warp_image
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -274,7 +277,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
 
     betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
-    head = OpeningHead(gen) if cfg.opening_wt > 0 else None
+    shaped = bool(getattr(getattr(gen, "config", None), "mouth_input", False))
+    if shaped and cfg.opening_wt <= 0:
+        raise TrainingError("a generator with mouth_input needs --opening-wt > 0: it trains the head "
+                            "that tells the decoder the mouth's shape at inference")
+    head = OpeningHead(gen) if cfg.opening_wt > 0 and not shaped else None
     params = trainable(gen) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=betas)
     ddp, opt = acc.prepare(gen, opt)
@@ -294,6 +301,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         # read the embedding the generator computes anyway (one row per decoded frame, clip-major)
         core.audio_encoder.register_forward_hook(
             lambda _m, _i, out: embedding.__setitem__(slice(None), [out]))
+    said_shape: list[torch.Tensor] = []  # mouth_head's output of the latest forward pass
+    if shaped:
+        core.mouth_head.register_forward_hook(lambda _m, _i, out: said_shape.__setitem__(slice(None), [out]))
     if disc is not None:  # kept out of DDP (used in both losses); gradients averaged by hand
         disc = disc.to(acc.device)
         broadcast_module(disc, acc)
@@ -366,6 +376,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             opening = batch["opening"].to(acc.device)
             inputs = extra_inputs(core, batch, acc.device)
+            if shaped:  # the decoder is told each target frame's measured mouth shape
+                inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
@@ -395,6 +407,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     said = head(embedding.pop()).float()
                 losses["opening"] = F.mse_loss(said[known], 10.0 * opening[known]) \
                     if known.any() else said.sum() * 0.0
+                recon = recon + cfg.opening_wt * losses["opening"]
+            if shaped:
+                true = mouth_shape_units(inputs["mouth_shape"].flatten(0, 1) if decoded >= frames else
+                                         inputs["mouth_shape"].gather(1, pick[..., None].expand(-1, -1, 2))
+                                         .flatten(0, 1))
+                fit = torch.isfinite(true)
+                losses["opening"] = F.mse_loss(said_shape.pop().float()[fit], true[fit]) \
+                    if fit.any() else said_shape.pop().sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
             if reader is not None:
                 with acc.autocast():

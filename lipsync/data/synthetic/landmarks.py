@@ -22,6 +22,7 @@ LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 
 LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 INNER_GAP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 EYE_OUTER = (33, 263)  # outer eye corners (image left / right)
+MOUTH_CORNERS = (61, 291)  # outer mouth corners (image left / right)
 
 
 @dataclass(frozen=True)
