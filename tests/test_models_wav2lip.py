@@ -186,6 +186,24 @@ def test_quality_disc_uses_lower_half_only():
     assert QualityDisc(QualityDiscConfig(colour="bgr")).weights_colour == "bgr"
 
 
+def test_saturated_quality_disc_still_learns():
+    """Its losses work on logits: a discriminator sure that everything is real (probability 1 in
+    float32) still gets a gradient that brings it back, and the generator one that fools it."""
+    torch.manual_seed(7)
+    disc = QualityDisc(QualityDiscConfig(width=0.125))
+    with torch.no_grad():
+        disc.binary_pred[0].bias.fill_(40.0)
+    real, fake = torch.rand(2, 3, 96, 96), torch.rand(2, 3, 96, 96, requires_grad=True)
+    assert (disc(real) == 1).all()  # saturated
+    disc.discriminator_loss(real, fake).backward()
+    assert disc.binary_pred[0].bias.grad.item() > 0.9  # pushes the fake logits down at full strength
+    torch.testing.assert_close(disc(real), torch.sigmoid(disc.logits(real)))
+    with torch.no_grad():
+        disc.binary_pred[0].bias.fill_(-40.0)  # sure that everything is fake
+    disc.generator_loss(fake).backward()
+    assert fake.grad.abs().sum() > 0
+
+
 def test_syncnet_v2_shapes_and_input_convention():
     torch.manual_seed(6)
     model = randomise_batchnorm(SyncNetV2()).eval()

@@ -67,7 +67,13 @@ class QualityDisc(nn.Module):
         return self.config.colour
 
     def forward(self, faces: Tensor) -> Tensor:
-        """Probability that each frame is real.
+        """Probability that each frame is real: ``sigmoid(self.logits(faces))``."""
+        return torch.sigmoid(self.logits(faces))
+
+    def logits(self, faces: Tensor) -> Tensor:
+        """Logit of the probability that each frame is real (what the losses take: a
+        cross-entropy on probabilities clamped away from 0 and 1 has no gradient once the
+        discriminator saturates, and such a discriminator never recovers).
 
         Parameters
         ----------
@@ -78,7 +84,7 @@ class QualityDisc(nn.Module):
         Returns
         -------
         Tensor
-            ``(B*T, 1)`` in [0, 1], frames in clip-outermost order.
+            ``(B*T, 1)``, frames in clip-outermost order.
         """
         x, _ = fold_frames(faces)
         if x.shape[1] != 3 or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
@@ -86,16 +92,16 @@ class QualityDisc(nn.Module):
         x = to_weights_colour(x[:, :, x.shape[2] // 2:], self.weights_colour)
         for block in self.face_encoder_blocks:
             x = block(x)
-        return self.binary_pred(x).view(len(x), -1)
+        return self.binary_pred[0](x).view(len(x), -1)  # binary_pred[1] is the sigmoid of forward
 
     def generator_loss(self, fake_faces: Tensor) -> Tensor:
         """``BCE(D(G), 1)``: the adversarial term the generator minimises."""
-        pred = self(fake_faces)
-        return F.binary_cross_entropy(pred, torch.ones_like(pred))
+        pred = self.logits(fake_faces)
+        return F.binary_cross_entropy_with_logits(pred.float(), torch.ones_like(pred, dtype=torch.float32))
 
     def discriminator_loss(self, real_faces: Tensor, fake_faces: Tensor) -> Tensor:
         """``BCE(D(real), 1) + BCE(D(fake.detach()), 0)``."""
-        real = self(real_faces)
-        fake = self(fake_faces.detach())
-        return F.binary_cross_entropy(real, torch.ones_like(real)) + \
-            F.binary_cross_entropy(fake, torch.zeros_like(fake))
+        real = self.logits(real_faces).float()
+        fake = self.logits(fake_faces.detach()).float()
+        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
+            F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))

@@ -31,7 +31,9 @@ Recipe (REFERENCE.md 2)::
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
 - adv: the quality discriminator's BCE(D(G), 1), ``disc_wt`` 0.07 (0 turns the GAN off); the
-  discriminator trains on BCE(D(real), 1) + BCE(D(fake), 0);
+  discriminator trains on BCE(D(real), 1) + BCE(D(fake), 0).  Both on its logits: on clamped
+  probabilities a discriminator that saturates (sure that every frame is real) gets no gradient
+  and stays so, and the GAN term silently stops (it happened here in a 2000-step CPU run);
 - Adam lr 1e-4, betas (0.5, 0.999) with the GAN, no schedule.
 
 Evaluation on the val split every ``eval_every`` steps: ``val/l1``, ``val/psnr``, ``val/ssim``,
@@ -428,7 +430,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 losses["sync"] = bce(sim, 1.0)
             if disc is not None:
                 with acc.autocast():
-                    losses["adv"] = bce(disc(disc_input(pred)), 1.0)
+                    losses["adv"] = disc.generator_loss(disc_input(pred))
             disc_wt = cfg.disc_wt if disc is not None else 0.0
             loss = (1.0 - sync_wt - disc_wt) * recon + disc_wt * losses.get("adv", 0.0) + \
                 sync_wt * losses.get("sync", 0.0)
@@ -441,8 +443,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             opt.step()
             if disc is not None:
                 with acc.autocast():
-                    real, fake = disc(disc_input(target)), disc(disc_input(pred.detach()))
-                losses["disc"] = bce(real, 1.0) + bce(fake, 0.0)
+                    losses["disc"] = disc.discriminator_loss(disc_input(target), disc_input(pred))
                 check_finite({"disc": losses["disc"]}, step, acc, state_path if state_path.exists() else None)
                 opts["disc"].zero_grad(set_to_none=True)
                 losses["disc"].backward()
