@@ -17,7 +17,8 @@ encoded to H.264 like any video) and three videos (four with ``--pipeline``) are
 - ``ceiling``: the re-render itself;
 - ``pipeline`` (``--pipeline``): the re-render dubbed by a generator that returns the face crop it
   is given unchanged (:class:`PassThrough`), i.e. what a perfect generator would score: the
-  cost of crop -> resize to the model's size -> blend back -> encode alone.
+  cost of crop -> resize to the model's size -> blend back -> encode alone.  ``--pipeline-blur
+  SIGMA`` blurs what it returns: a perfect generator that draws blurred.
 
 For each: the correlation of the landmark-measured mouth opening with the opening AUDIO
 demands (at zero lag and the best within +-max-lag frames), the share of frames with a face,
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -68,21 +70,29 @@ def read_video(path: Path, fps: float, n: int, size: tuple[int, int]) -> np.ndar
 
 class PassThrough(torch.nn.Module):
     """A "generator" that returns the reference it is given (at inference, the face crop itself):
-    a perfect generator, for ``--pipeline``."""
+    a perfect generator, for ``--pipeline``; with ``blur`` (Gaussian sigma in pixels of its
+    ``img_size``), a perfect one that draws that blurred, for ``--pipeline-blur``."""
 
-    def __init__(self, img_size: int = 96) -> None:
+    def __init__(self, img_size: int = 96, blur: float = 0.0) -> None:
         super().__init__()
-        self.img_size = img_size
+        self.img_size, self.blur = img_size, blur
 
     def forward(self, faces: torch.Tensor, mels: torch.Tensor) -> torch.Tensor:
-        return faces[:, 3:6]
+        out = faces[:, 3:6]
+        if self.blur <= 0:
+            return out
+        from lipsync.training.reader_loop import gaussian_blur
+
+        x = out.float()
+        sigma = torch.full((x.shape[0],), self.blur)
+        return gaussian_blur(x, sigma, radius=max(1, math.ceil(3 * self.blur))).to(out.dtype)
 
 
 def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_size: int | None = None,
-             **dub_options) -> dict:
+             pipeline_blur: float = 0.0, **dub_options) -> dict:
     """Measure the dubbed ``video``, the unchanged source clip and the re-render (and, with
     ``pipeline_size``, the re-render dubbed at that face size by :class:`PassThrough` with
-    ``dub_options``). Returns a dict of rows."""
+    ``dub_options``, its output blurred by ``pipeline_blur`` px). Returns a dict of rows."""
     spec, side = read_sidecar(source)
     mouth, how = mouth_for_audio(audio, spec.fps, spec.identity.articulation)
     demanded = opening(mouth)
@@ -95,8 +105,8 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_
             from lipsync import LipSync
 
             videos["pipeline"] = Path(tmp) / "pipeline.mp4"
-            LipSync(PassThrough(pipeline_size), device="cpu").dub(render_path, audio, videos["pipeline"],
-                                                                   **dub_options)
+            perfect = PassThrough(pipeline_size, pipeline_blur)
+            LipSync(perfect, device="cpu").dub(render_path, audio, videos["pipeline"], **dub_options)
         for label, path in videos.items():
             frames = read_video(path, spec.fps, len(mouth), spec.size)
             measured = measure_openings(frames)
@@ -202,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also dub the re-render with a generator that returns its input crop at SIZE px (e.g. 96): "
         "what a perfect generator would score through crop, resize, blend and encode",
     )
+    p.add_argument(
+        "--pipeline-blur",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="with --pipeline: blur that perfect generator's output (Gaussian sigma, px of SIZE): how "
+        "sharp a generator must be for a given lip-region error",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p
 
@@ -251,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --pipeline must be a face size of at least 16 px, got {args.pipeline}",
               file=sys.stderr)
         return 2
+    if args.pipeline_blur < 0 or (args.pipeline_blur and args.pipeline is None):
+        print(f"error: --pipeline-blur needs --pipeline and must be >= 0, got {args.pipeline_blur}",
+              file=sys.stderr)
+        return 2
     try:
-        result = evaluate(args.video, args.audio, source, args.max_lag, args.pipeline)
+        result = evaluate(args.video, args.audio, source, args.max_lag, args.pipeline, args.pipeline_blur)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

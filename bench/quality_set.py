@@ -9,7 +9,8 @@ measured in the frames with the opening the new audio demands, and the lip-regio
 a re-render of the same face speaking that audio. Printed for the dubbed output, the unchanged
 input (floor) and the re-render (ceiling), per pair and averaged; with ``--pipeline`` also for
 the re-render dubbed by a generator that returns its input crop (what a perfect generator of the
-checkpoint's face size would score). ``--json`` keeps the figures.
+checkpoint's face size would score; ``--pipeline-blur SIGMA``: one that draws blurred).
+``--json`` keeps the figures.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", action="store_true",
                    help="also score a perfect generator of the checkpoint's face size (the re-render "
                         "through crop, resize, blend and encode)")
+    p.add_argument("--pipeline-blur", type=float, default=0.0, metavar="SIGMA",
+                   help="with --pipeline: that perfect generator's output blurred (Gaussian sigma in px "
+                        "of its face size): how sharp a generator must be for a given lip error")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p
 
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --offset {args.offset} pairs each of the {len(ids)} clips with its own audio",
               file=sys.stderr)
         return 2
+    if args.pipeline_blur < 0 or (args.pipeline_blur and not args.pipeline):
+        print(f"error: --pipeline-blur needs --pipeline and must be >= 0, got {args.pipeline_blur}",
+              file=sys.stderr)
+        return 2
     quality = _sibling("quality")
     dubber = LipSync.from_checkpoint(args.checkpoint)
     size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None  # of the perfect generator
@@ -87,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.blend:
                 options["blend"] = args.blend
             dubber.dub(video, audio, out, **options)
-            res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size, **options)
+            res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size,
+                                   pipeline_blur=args.pipeline_blur, **options)
             results.append(res)
             r = res["rows"]
             print(f"{clip} <- {other}: sync r dubbed {r['dubbed']['sync_r']:.3f}"

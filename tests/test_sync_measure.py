@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lipsync.data.sync_measure import (
     measure_openings,
@@ -155,3 +156,24 @@ def test_bench_quality_pipeline_row_scores_a_perfect_generator(clips, tmp_path, 
     assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
                        "--pipeline", "8"]) == 2
     assert "--pipeline" in capsys.readouterr().err
+    # --pipeline-blur: the same perfect generator drawing blurred loses lip detail
+    assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
+                       "--pipeline", "96", "--pipeline-blur", "2", "--json", str(out)]) == 0
+    blurred = json.loads(out.read_text())["rows"]["pipeline"]
+    assert blurred["mouth_l1"] > rows["pipeline"]["mouth_l1"] + 0.5
+    assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
+                       "--pipeline-blur", "2"]) == 2
+    assert "--pipeline-blur needs --pipeline" in capsys.readouterr().err
+
+
+def test_pass_through_blur_is_a_gaussian_of_the_crop():
+    bench = _bench_quality()
+    faces = torch.zeros(1, 6, 33, 33)
+    faces[:, 3:6, 16, 16] = 1.0  # a point in the reference
+    sharp = bench.PassThrough(33)(faces, None)
+    torch.testing.assert_close(sharp, faces[:, 3:6])
+    out = bench.PassThrough(33, blur=1.5)(faces, None)[0, 0]
+    assert out.sum() == pytest.approx(1.0, abs=1e-4) and out[16, 16] == out.max() < 0.1
+    row = out[16, 11:22] / out[16, 16]  # radius ceil(3 sigma) = 5 px
+    want = torch.exp(-torch.arange(-5, 6.0) ** 2 / (2 * 1.5**2))
+    torch.testing.assert_close(row, want, atol=1e-4, rtol=0)
