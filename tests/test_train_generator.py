@@ -400,18 +400,25 @@ def test_init_with_set_grows_a_warp_head_that_starts_as_the_identity(tmp_path):
         registry.create_model("marlin_lip_tiny", warp=True)
 
 
+def _train_tiny_marlin(tmp_path, expert, steps, term, weight, *extra):
+    """A few steps of the tiny MARLIN generator with --mouth-wt 3 and ``term`` at ``weight``; checks
+    the logged loss is the documented mix and returns the CLI args, the run folder and the term."""
+    args = _tiny_marlin_args(_lips_data(tmp_path), expert)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out), "--steps", str(steps), "--mouth-wt", "3", "--train-frames", "5",
+                 *extra]) == 0
+    logged = metrics(out)
+    l1, mouth, value, sync = (logged[(steps, f"train/{k}")] for k in ("l1", "mouth", term, "sync"))
+    want = 0.97 * (l1 + 3 * mouth + weight * value) + 0.03 * sync
+    assert logged[(steps, "train/loss")] == pytest.approx(want, rel=1e-4)
+    return args, out, value
+
+
 def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, narrow, capsys):
     """--warp-wt adds the L1 of the warped reference in the lips' region to the documented mix."""
-    data = _lips_data(tmp_path)
-    args = _tiny_marlin_args(data, expert)
-    out = tmp_path / "run"
-    assert main([*args, "--out", str(out), "--steps", "2", "--mouth-wt", "3", "--train-frames", "5",
-                 "--set", "composite=true", "--set", "warp=true", "--warp-wt", "2"]) == 0
-    logged = metrics(out)
-    l1, mouth, warp, sync = (logged[(2, f"train/{k}")] for k in ("l1", "mouth", "warp", "sync"))
+    args, out, warp = _train_tiny_marlin(tmp_path, expert, 2, "warp", 2.0, "--set", "composite=true",
+                                         "--set", "warp=true", "--warp-wt", "2")
     assert warp > 0
-    want = 0.97 * (l1 + 3 * mouth + 2 * warp) + 0.03 * sync
-    assert logged[(2, "train/loss")] == pytest.approx(want, rel=1e-4)
     flow = checkpoints.load(out / "generator.safetensors").model.warp[-1].weight
     assert flow.abs().sum() > 0  # the flow head moved from its zero start
     assert cli([*args, "--out", str(tmp_path / "plain"), "--steps", "1", "--warp-wt", "1"]) == 2
@@ -469,16 +476,9 @@ def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, nar
     the decoder is given the measured shape."""
     from lipsync.models.marlin_generator import mouth_shape_units
 
-    data = _lips_data(tmp_path)
-    args = _tiny_marlin_args(data, expert)
-    out = tmp_path / "run"
-    assert main([*args, "--out", str(out), "--steps", "3", "--mouth-wt", "3", "--train-frames", "5",
-                 "--set", "mouth_input=true", "--opening-wt", "0.5", "--lr", "1e-2"]) == 0
-    logged = metrics(out)
-    l1, mouth, said, sync = (logged[(3, f"train/{k}")] for k in ("l1", "mouth", "opening", "sync"))
+    args, out, said = _train_tiny_marlin(tmp_path, expert, 3, "opening", 0.5, "--set", "mouth_input=true",
+                                         "--opening-wt", "0.5", "--lr", "1e-2")
     assert said > 0
-    want = 0.97 * (l1 + 3 * mouth + 0.5 * said) + 0.03 * sync
-    assert logged[(3, "train/loss")] == pytest.approx(want, rel=1e-4)
     model = checkpoints.load(out / "generator.safetensors").model
     assert model.config.mouth_input and all(b.weight.abs().sum() > 0 for b in model.mouth_bias)
     # the head's term is the MSE on the standardised (opening, width) of the decoded frames

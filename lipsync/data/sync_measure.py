@@ -54,10 +54,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray | float:
     pts = _mesh(landmarks)
     upper = pts[..., [a for a, _ in INNER_GAP_PAIRS], :]
     lower = pts[..., [b for _, b in INNER_GAP_PAIRS], :]
-    gap = np.linalg.norm(lower - upper, axis=-1).mean(-1)
-    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
-    out = gap / np.maximum(eyes, 1e-6)
-    return float(out) if out.ndim == 0 else out.astype(np.float32)
+    return _over_eyes(pts, np.linalg.norm(lower - upper, axis=-1).mean(-1))
 
 
 def mouth_width(landmarks: np.ndarray) -> np.ndarray | float:
@@ -72,10 +69,8 @@ def mouth_width(landmarks: np.ndarray) -> np.ndarray | float:
     float, or (T,) float32; about 0.5-0.7 for a relaxed mouth, less for rounded lips.
     """
     pts = _mesh(landmarks)
-    width = np.linalg.norm(pts[..., MOUTH_CORNERS[0], :] - pts[..., MOUTH_CORNERS[1], :], axis=-1)
-    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
-    out = width / np.maximum(eyes, 1e-6)
-    return float(out) if out.ndim == 0 else out.astype(np.float32)
+    left, right = pts[..., MOUTH_CORNERS[0], :], pts[..., MOUTH_CORNERS[1], :]
+    return _over_eyes(pts, np.linalg.norm(right - left, axis=-1))
 
 
 def _mesh(landmarks: np.ndarray) -> np.ndarray:
@@ -83,6 +78,13 @@ def _mesh(landmarks: np.ndarray) -> np.ndarray:
     if pts.shape[-2:] != (478, 2) and pts.shape[-2:] != (468, 2):
         raise ValueError(f"expected mediapipe landmarks (..., 478, 2), got shape {pts.shape}")
     return pts
+
+
+def _over_eyes(pts: np.ndarray, distance: np.ndarray) -> np.ndarray | float:
+    """``distance`` divided by the outer-eye-corner distance of ``pts``: a face-size-free measure."""
+    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
+    out = distance / np.maximum(eyes, 1e-6)
+    return float(out) if out.ndim == 0 else out.astype(np.float32)
 
 
 def measure_openings(frames: Iterable[np.ndarray]) -> np.ndarray:
