@@ -379,7 +379,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             opening = batch["opening"].to(acc.device)
             inputs = extra_inputs(core, batch, acc.device)
             if shaped:  # the decoder is told each target frame's measured mouth shape
-                inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
+                shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
@@ -390,6 +390,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
                     mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
                     opening = opening.gather(1, pick)
+                    if shaped:
+                        shape = shape.gather(1, pick[..., None].expand(-1, -1, 2))
                 else:
                     pred = ddp(faces, mels, **inputs)
             pred = pred.float()
@@ -411,9 +413,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     if known.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
             if shaped:
-                true = mouth_shape_units(inputs["mouth_shape"].flatten(0, 1) if decoded >= frames else
-                                         inputs["mouth_shape"].gather(1, pick[..., None].expand(-1, -1, 2))
-                                         .flatten(0, 1))
+                true = mouth_shape_units(shape.flatten(0, 1))  # one row per decoded frame, clip-major
                 fit = torch.isfinite(true)
                 losses["opening"] = F.mse_loss(said_shape.pop().float()[fit], true[fit]) \
                     if fit.any() else said_shape.pop().sum() * 0.0
