@@ -507,6 +507,13 @@ class MarlinLipGenerator(nn.Module):
             ``(B, 3, K, S, S)`` with ``frames``.
         """
         x, m, t = fold_generator_inputs(faces, mels, self.img_size, self.frames_per_window)
+        if mouth_shape is not None:
+            if not self.config.mouth_input:
+                raise ValueError("mouth_shape is for generators with mouth_input=True")
+            mouth_shape = mouth_shape.reshape(-1, 2)
+            if mouth_shape.shape[0] != x.shape[0]:
+                raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
+                                 f"frame of faces, got {tuple(mouth_shape.shape)}")
         x = self._mask_reference(x, rest)
         if tokens is None:
             tokens = self._encode_folded(x)
@@ -514,7 +521,6 @@ class MarlinLipGenerator(nn.Module):
             raise ValueError(f"tokens {tuple(tokens.shape)} do not match {x.shape[0]} frames "
                              f"({self.frames_per_window} per window)")
         maps = tokens_to_frame_maps(tokens, self.marlin_config).to(x.dtype)  # (N, E/2, g, g)
-        n_all = x.shape[0]
         if frames is not None:
             if t is None or frames.ndim != 2 or frames.shape[0] * t != x.shape[0]:
                 raise ValueError(f"frames must be (B, K) indices for 5-D faces {tuple(faces.shape)}, "
@@ -523,12 +529,12 @@ class MarlinLipGenerator(nn.Module):
                 raise ValueError(f"frames must index the {t} frames of each sample")
             rows = (frames + t * torch.arange(frames.shape[0], device=frames.device)[:, None]).flatten()
             x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
-        else:
-            rows = None
+            if mouth_shape is not None:
+                mouth_shape = mouth_shape[rows.to(mouth_shape.device)]
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases = self._mouth_biases(embedding, mouth_shape, rows, n_all)
+        biases = self._mouth_biases(embedding, mouth_shape)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -554,23 +560,14 @@ class MarlinLipGenerator(nn.Module):
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 
-    def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None, rows: Tensor | None,
-                      n_all: int) -> list[Tensor]:
-        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [].
-        ``mouth_shape`` covers all ``n_all`` frames of the input; ``rows`` picks the decoded ones."""
+    def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None) -> list[Tensor]:
+        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [];
+        ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
         if not self.config.mouth_input:
-            if mouth_shape is not None:
-                raise ValueError("mouth_shape is for generators with mouth_input=True")
             return []
         shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
         if mouth_shape is not None:
-            given = mouth_shape.reshape(-1, 2)
-            if given.shape[0] != n_all:
-                raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
-                                 f"frame of faces, got {tuple(mouth_shape.shape)}")
-            if rows is not None:
-                given = given[rows.to(given.device)]
-            given = mouth_shape_units(given.to(shape.device).float()).to(shape.dtype)
+            given = mouth_shape_units(mouth_shape.to(shape.device).float()).to(shape.dtype)
             shape = torch.where(torch.isfinite(given), given, shape)
         return [bias(shape)[:, :, None, None] for bias in self.mouth_bias]
 

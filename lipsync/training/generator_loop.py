@@ -414,9 +414,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 recon = recon + cfg.opening_wt * losses["opening"]
             if shaped:
                 true = mouth_shape_units(shape.flatten(0, 1))  # one row per decoded frame, clip-major
-                fit = torch.isfinite(true)
-                losses["opening"] = F.mse_loss(said_shape.pop().float()[fit], true[fit]) \
-                    if fit.any() else said_shape.pop().sum() * 0.0
+                fit, said = torch.isfinite(true), said_shape.pop().float()
+                losses["opening"] = F.mse_loss(said[fit], true[fit]) if fit.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
             if reader is not None:
                 with acc.autocast():
