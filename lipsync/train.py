@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generators with warp: weight of the L1 inside the lips' region between the "
                         "warped reference and the target (sharp and blurred), so the flow learns to "
                         "move the lips even where the output does not copy them yet (0: off)")
+    p.add_argument("--reference", default="window", choices=("window", "counterfactual"),
+                   help="the reference each training sample shows the generator: 'window', another "
+                        "window of the clip (Wav2Lip); 'counterfactual', the target frames themselves "
+                        "speaking other speech, as inference shows them (synthetic clips only: write "
+                        "them with python -m lipsync.data.synthetic.counterfactual)")
     p.add_argument("--train-frames", type=int, default=0,
                    help="MARLIN generators: decode a random run of this many of each window's 16 "
                         "frames per step (0: all 16; 5 with a 5-frame expert trains about 3x more "
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
         reader=a.reader, reader_wt=a.reader_wt,
         disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt, warp_wt=a.warp_wt,
-        train_frames=a.train_frames,
+        train_frames=a.train_frames, reference=a.reference,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,
         sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,

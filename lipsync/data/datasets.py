@@ -45,6 +45,8 @@ __all__ = ["FPS", "mel_columns", "frame_mel_start", "LipSyncDataset", "SyncDatas
            "ClipSetUnion", "fixed_keys", "collate_keys"]
 
 FPS = 25  #: frame rate of the preprocessed layout
+REFERENCES = ("window", "counterfactual")  #: where a LipSyncDataset's reference window comes from
+COUNTERFACTUAL = "counterfactual.npy"  #: lipsync.data.synthetic.counterfactual's file in a clip
 MEL_PER_SECOND = 80
 
 
@@ -149,13 +151,7 @@ class _ClipSet(Dataset):
         clip = self.clip(index)
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
         pixels = clip.frames[idx, clip.size // 2:] if lower else clip.frames[idx]
-        video = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
-        h, w = (size, size) if isinstance(size, int) else size
-        if video.shape[-2:] == (h, w):
-            return video
-        shrink = video.shape[-1] > w
-        video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
-        return video.clamp_(0.0, 1.0)
+        return _to_tensor(pixels, size)
 
     def opening(self, index: int, start: int, count: int) -> torch.Tensor:
         """(count,) float32 mouth opening of frames from ``start`` (NaN without mediapipe landmarks)."""
@@ -177,6 +173,17 @@ class _ClipSet(Dataset):
         if isinstance(key, (int, np.integer)):
             return int(key), None
         return int(key[0]), np.random.default_rng(int(key[1]))
+
+
+def _to_tensor(pixels: np.ndarray, size: int | tuple[int, int]) -> torch.Tensor:
+    """(N, h, w, 3) uint8 -> (N, 3, size) float32 in [0, 1] (bilinear, antialiased when shrinking)."""
+    video = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    h, w = (size, size) if isinstance(size, int) else size
+    if video.shape[-2:] == (h, w):
+        return video
+    shrink = video.shape[-1] > w
+    video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+    return video.clamp_(0.0, 1.0)
 
 
 class ClipSetUnion(Dataset):
@@ -216,6 +223,12 @@ class LipSyncDataset(_ClipSet):
     n_frames : frames per sample (5 for Wav2Lip, 16 for the MARLIN generator).
     size : face side the generator takes (crops are resized).
     val_fraction : identity share for val when ``root`` has no val.txt.
+    reference : where the reference window comes from.  ``"window"``: another window of the clip
+        (see :meth:`starts`), as Wav2Lip trains.  ``"counterfactual"``: the target frames
+        themselves as the clip's ``counterfactual.npy`` shows them, the same face, pose and light
+        with a mouth speaking other speech (written for synthetic clips by
+        ``python -m lipsync.data.synthetic.counterfactual``): what inference gives a generator,
+        the frames it dubs, whose mouth does not follow the new audio.  Every clip must have one.
 
     Items (dict)
     ------------
@@ -238,9 +251,32 @@ class LipSyncDataset(_ClipSet):
     """
 
     def __init__(self, root: str | Path, clip_ids: Sequence[str] | None = None, *, split: str = "train",
-                 n_frames: int = 5, size: int = 96, val_fraction: float = 0.1):
+                 n_frames: int = 5, size: int = 96, val_fraction: float = 0.1, reference: str = "window"):
         super().__init__(root, clip_ids, split, n_frames, n_frames, val_fraction)
         self.size = size
+        if reference not in REFERENCES:
+            raise DataError(f"reference {reference!r}: choose {' or '.join(map(repr, REFERENCES))}")
+        self.reference = reference
+        if reference == "counterfactual":
+            missing = [cid for cid in self.clip_ids if not (self.root / cid / COUNTERFACTUAL).exists()]
+            if missing:
+                raise DataError(f"{self.root}: {len(missing)} of {len(self.clip_ids)} clips have no "
+                                f"{COUNTERFACTUAL} (first: {missing[0]}); write them with python -m "
+                                "lipsync.data.synthetic.counterfactual --data " + str(self.root))
+        self._counterfactuals: dict[int, np.ndarray] = {}
+
+    def counterfactual(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count, 3, S, S) float32 RGB in [0, 1]: frames from ``start`` of clip ``index``'s
+        ``counterfactual.npy`` (last frame repeated), resized to ``size``."""
+        if index not in self._counterfactuals:
+            array = np.load(self.clip(index).path / COUNTERFACTUAL, mmap_mode="r")
+            if array.shape != self.clip(index).frames.shape:
+                raise DataError(f"{self.clip(index).path / COUNTERFACTUAL}: shape {array.shape} does not "
+                                f"match frames.npy {self.clip(index).frames.shape}")
+            self._counterfactuals[index] = array
+        array = self._counterfactuals[index]
+        idx = np.minimum(np.arange(start, start + count), len(array) - 1)
+        return _to_tensor(array[idx], self.size)
 
     def starts(self, index: int, rng: np.random.Generator | None) -> tuple[int, int]:
         """(target start, reference start) of a sample; fixed (centre, then farthest) without ``rng``.
@@ -287,7 +323,11 @@ class LipSyncDataset(_ClipSet):
         start, ref = self.starts(index, rng)
         t, s = self.n_frames, self.size
         target = self.frames(index, start, t, s).transpose(0, 1)  # (3, T, S, S)
-        reference = self.frames(index, ref, t, s).transpose(0, 1)
+        if self.reference == "counterfactual":  # the same frames, speaking other speech
+            ref = start
+            reference = self.counterfactual(index, start, t).transpose(0, 1)
+        else:
+            reference = self.frames(index, ref, t, s).transpose(0, 1)
         masked = target.clone()
         masked[:, :, s // 2:] = 0.0
         mels = torch.from_numpy(self.frame_mels(index, start, t))[:, None]  # (T, 1, 80, 16)

@@ -128,6 +128,9 @@ class GeneratorTrainConfig:
     mouth_wt: float = 0.0  # extra weight of the L1 inside the lips' region
     opening_wt: float = 0.0  # weight of the auxiliary mouth-opening read-out of the audio embedding
     warp_wt: float = 0.0  # weight of the L1 of the warped reference in the lips' region (warp generators)
+    # where each sample's reference window comes from (LipSyncDataset ``reference``): "window" (another
+    # window of the clip) or "counterfactual" (the same frames with a mouth speaking other speech)
+    reference: str = "window"
     train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
@@ -274,7 +277,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     decoded = _decoded_frames(cfg, gen, frames, expert)
     reader = _load_reader(cfg, acc.device)
     disc = _load_disc(cfg)
-    train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size),
+    train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size,
+                                                  reference=cfg.reference),
                                           cfg.data, cfg.val_fraction)
     keys = fixed_keys(cfg.val_samples, len(val_ds), cfg.seed)
 
