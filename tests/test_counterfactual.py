@@ -117,7 +117,7 @@ def test_cli_errors_are_one_line_and_exit_2(prepared, tmp_path, capsys):
     assert not list(fake.glob(f"*/{COUNTERFACTUAL}"))
 
 
-def test_train_with_counterfactual_reference(prepared, tmp_path):
+def test_train_with_counterfactual_reference(prepared, tmp_path, capsys):
     """A short run trains on counterfactual references; without them it stops with exit 2."""
     from lipsync.train import cli as train_main
 
@@ -130,3 +130,6 @@ def test_train_with_counterfactual_reference(prepared, tmp_path):
     assert (tmp_path / "run" / "generator.safetensors").exists()
     assert train_main(["--data", str(bare), "--out", str(tmp_path / "bare_run"), *args]) == 2
     assert not (tmp_path / "bare_run" / "generator.safetensors").exists()
+    rest = ["--set", "reference_mask=[0.25,0.45,0.75,0.85]", "--set", "reference_fill=rest"]
+    assert train_main(["--data", str(data), "--out", str(tmp_path / "rest_run"), *args, *rest]) == 2
+    assert "counterfactual references do not have" in capsys.readouterr().err

@@ -246,7 +246,8 @@ class LipSyncDataset(_ClipSet):
     width : (T,) float32 distance between the mouth corners of each target frame relative to the
         eye-corner distance (``lipsync.data.sync_measure.mouth_width``), NaN without landmarks.
     rest : int, the reference window's frame with the most closed mouth (smallest landmark
-        opening; 0 without landmarks), for ``reference_fill="rest"`` generators.
+        opening; 0 without landmarks), for ``reference_fill="rest"`` generators (with
+        ``reference="counterfactual"``, from the target's openings: the counterfactual's are not measured).
     index, start, ref_start : ints.
     """
 

@@ -63,7 +63,7 @@ from lipsync.models import (
     SyncNetColor,
     create_model,
 )
-from lipsync.models.marlin_generator import mouth_shape_units, warp_image
+from lipsync.models.marlin_generator import mouth_shape_units, needs_rest, warp_image
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -277,6 +277,10 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     decoded = _decoded_frames(cfg, gen, frames, expert)
     reader = _load_reader(cfg, acc.device)
     disc = _load_disc(cfg)
+    if cfg.reference == "counterfactual" and needs_rest(gen):
+        raise TrainingError("reference_fill='rest' picks the most closed mouth from the reference's measured "
+                            "openings, which counterfactual references do not have: use another fill or "
+                            "--set reference_mask=null")
     train_ds, val_ds = train_val_datasets(partial(LipSyncDataset, n_frames=frames, size=gen.img_size,
                                                   reference=cfg.reference),
                                           cfg.data, cfg.val_fraction)
