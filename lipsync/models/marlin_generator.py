@@ -194,6 +194,11 @@ WARP_GAIN = 8.0
 #: scaled, a few hundred.
 COMPOSITE_GAIN = 32.0
 
+#: scale of the mouth-shape biases (``mouth_input``), for the same reason: zero-initialised, they
+#: would need thousands of steps at 5e-4 to reach the size of the decoder's features (measured: a
+#: run without it made little of the shape in 1000 steps).
+MOUTH_BIAS_GAIN = 8.0
+
 
 def neighbour_reference(frames: Tensor, window: int) -> Tensor:
     """The reference ``inference_reference="neighbour"`` gives: each window of ``frames`` replaced by
@@ -569,7 +574,7 @@ class MarlinLipGenerator(nn.Module):
         if mouth_shape is not None:
             given = mouth_shape_units(mouth_shape.to(shape.device).float()).to(shape.dtype)
             shape = torch.where(torch.isfinite(given), given, shape)
-        return [bias(shape)[:, :, None, None] for bias in self.mouth_bias]
+        return [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias]
 
 
 #: typical (opening, width) of a face (face-mesh measures relative to the eye-corner distance) and
