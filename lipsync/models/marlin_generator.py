@@ -25,7 +25,10 @@ Following the MARLIN paper's description (no code was released):
   come from the audio.  ``reference_fill="edges"`` fills the box with skin interpolated from its
   border instead of black: a black box leaves the skin's colour under the mouth to be guessed,
   and the guess shows in the dub as a lighter patch around the lips.  ``reference_fill="rest"``
-  shows the window's most closed mouth there instead (sharp lips in their colour, never open);
+  shows the window's most closed mouth there instead (sharp lips in their colour, never open).
+  On synthetic data the box is not needed: counterfactual references (``lipsync.train --reference
+  counterfactual``) show the target frames themselves speaking other speech, as inference does, so
+  copying the visible mouth never pays;
 - optionally (``composite``, our addition) the output is a learned per-pixel mix of the drawn face
   and the reference, so what the reference already shows right is copied sharp;
 - optionally (``warp``, our addition, with ``composite``) the reference is first moved by a
