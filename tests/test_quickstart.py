@@ -45,3 +45,29 @@ def test_readme_quick_start_dubs_the_bundled_sample(tmp_path):
     diff = np.abs(frames[0].astype(int) - first_in.astype(int)).mean(axis=2)
     assert diff[:96].mean() < 3  # the top of the frame (hair, forehead) is left as it was
     assert diff[140:200, 90:170].mean() > diff[:96].mean()  # the mouth region was redrawn
+
+
+def test_shipped_counterfactual_generator_loads_and_dubs_one_window():
+    """The experimental alternative loads from its file alone and keeps the top of the face."""
+    import torch
+
+    from lipsync.checkpoints import load
+
+    loaded = load(ROOT / "checkpoints" / "lipsync_counterfactual_synth.safetensors")
+    model = loaded.model.eval()
+    cfg = model.config
+    assert cfg.mouth_input and cfg.warp and cfg.composite and cfg.reference_mask is None
+    assert "synthetic" in loaded.meta["trained_on"] and "counterfactual" in loaded.meta["recipe"]
+    with av.open(str(ASSETS / "speaker.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(16), c.decode(video=0))]
+    # the centre of the frame as a face-sized square, 96 px; the masked target and the reference
+    x = torch.from_numpy(np.stack(frames)[:, 48:208, 48:208]).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(96, 96), mode="area")
+    masked = x.clone()
+    masked[:, :, 48:] = 0
+    faces = torch.cat([masked, x], 1).transpose(0, 1)[None]  # (1, 6, 16, 96, 96)
+    mels = torch.zeros(1, 16, 1, 80, 16)
+    with torch.no_grad():
+        out = model(faces, mels)
+    assert out.shape == (1, 3, 16, 96, 96)
+    assert (out[0, :, :, :40] - x.transpose(0, 1)[:, :, :40]).abs().mean() < 0.05  # upper face copied
