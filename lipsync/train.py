@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lipsync.data.datasets import REFERENCES
 from lipsync.models import GENERATORS, MODELS
 from marlin.cli import HelpFormatter
 from marlin.training import add_run_args
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generators with warp: weight of the L1 inside the lips' region between the "
                         "warped reference and the target (sharp and blurred), so the flow learns to "
                         "move the lips even where the output does not copy them yet (0: off)")
-    p.add_argument("--reference", default="window", choices=("window", "counterfactual"),
+    p.add_argument("--reference", default="window", choices=REFERENCES,
                    help="the reference each training sample shows the generator: 'window', another "
                         "window of the clip (Wav2Lip); 'counterfactual', the target frames themselves "
                         "speaking other speech, as inference shows them (synthetic clips only: write "

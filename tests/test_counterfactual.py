@@ -100,6 +100,9 @@ def test_dataset_counterfactual_reference_shows_the_target_frames_with_another_m
 
 def test_cli_errors_are_one_line_and_exit_2(prepared, tmp_path, capsys):
     clips, data, _, _ = prepared
+    with pytest.raises(SystemExit) as bad:
+        main(["--data", str(data), "--offset", "seven"])
+    assert bad.value.code == 2 and capsys.readouterr().err.count("\n") == 1
     assert main(["--data", str(tmp_path)]) == 2
     assert "no preprocessed clips" in capsys.readouterr().err
     assert main(["--data", str(data), "--offset", "3"]) == 2

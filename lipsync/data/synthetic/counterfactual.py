@@ -150,9 +150,10 @@ def write_counterfactuals(data: str | Path, offset: int = 7, clips: str | Path |
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lipsync.training.common import OneLineParser
     from marlin.cli import HelpFormatter
 
-    p = argparse.ArgumentParser(prog="python -m lipsync.data.synthetic.counterfactual",
+    p = OneLineParser(prog="python -m lipsync.data.synthetic.counterfactual",
                                 description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True,
                    help="preprocessed folder (lipsync.preprocess output) of synthetic clips")
