@@ -43,16 +43,15 @@ class CounterfactualError(ValueError):
 
 
 def fit_track(track: np.ndarray, n: int) -> np.ndarray:
-    """``track`` (T, 4) stretched to ``n`` frames by running it forward, backward, forward... (as
-    dubbing loops a short video), so no frame repeats a jump back to the start."""
-    t = len(track)
-    if t == 0:
+    """``track`` (T, 4) stretched to ``n`` frames the way dubbing loops a short video
+    (``lipsync.inference.plan.source_index``, "pingpong": forward, backward, forward... without
+    repeating the turning frames), so no frame jumps back to the start."""
+    from lipsync.inference.plan import source_index
+
+    if len(track) == 0:
         raise CounterfactualError("the other clip's mouth track is empty")
-    if t == 1 or n <= t:
-        return np.asarray(track[np.minimum(np.arange(n), t - 1)], np.float32)
-    period = 2 * t - 2
-    k = np.arange(n) % period
-    return np.asarray(track[np.where(k < t, k, period - k)], np.float32)
+    order = [source_index(i, len(track), "pingpong") for i in range(n)]
+    return np.asarray(track[order], np.float32)
 
 
 def _source_path(meta: dict, clips: Path | None) -> Path:
