@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", default=None, choices=("lower_face", "mouth", "crop"),
                    help="blend region of the dub (default: the dubbing default)")
     p.add_argument("--color-match", action="store_true", help="dub with colour matching")
+    p.add_argument("--keep-detail", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the frame's fine detail where the generator left the face unchanged "
+                        "(default: the dubbing default, on)")
     p.add_argument("--pipeline", action="store_true",
                    help="also score a perfect generator of the checkpoint's face size (the re-render "
                         "through crop, resize, blend and encode)")
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             options = {"color_match": True} if args.color_match else {}
             if args.blend:
                 options["blend"] = args.blend
+            if args.keep_detail is not None:
+                options["keep_detail"] = args.keep_detail
             dubber.dub(video, audio, out, **options)
             res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size,
                                    pipeline_blur=args.pipeline_blur, **options)

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="shape of the soft mask the generated face is blended in with")
     face.add_argument("--color-match", action=argparse.BooleanOptionalAction, default=d.color_match,
                       help="match the generated face's colour to the frame around the mask edge")
+    face.add_argument("--keep-detail", action=argparse.BooleanOptionalAction, default=d.keep_detail,
+                      help="put the frame's own fine detail (skin texture, sharp edges the generator's "
+                           "small face crop cannot hold) back wherever the generator left the face as "
+                           "it was; a redrawn mouth gets none of the old one's")
 
     run = p.add_argument_group("compute")
     run.add_argument("--device", default="auto",
@@ -133,7 +137,8 @@ def options_from_args(args: argparse.Namespace) -> DubOptions:
     return DubOptions(
         face_backend=args.face_backend, pads=tuple(args.pads), smooth_window=args.smooth,
         face=args.face if isinstance(args.face, FaceSelect) else FaceSelect.parse(args.face),
-        box=args.box, blend=args.blend, color_match=args.color_match, resize=args.resize,
+        box=args.box, blend=args.blend, color_match=args.color_match, keep_detail=args.keep_detail,
+        resize=args.resize,
         batch_size=args.batch_size, crf=args.crf, preset=args.preset,
         loop=args.loop, keep_video=args.keep_video, fps=args.fps, max_gap=args.max_gap,
         detect_every=args.detect_every, threads=args.threads)

@@ -103,3 +103,29 @@ def test_prepare_checks_everything_before_writing(clip, tmp_path):
     with pytest.raises(DubError, match="outside"):
         ls.prepare(clip["video"], clip["audio"], tmp_path / "o.mp4", box=(0, 0, 400, 100))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+class _ReturnsItsInput(torch.nn.Module):
+    """A perfect generator for a video dubbed with its own mouth: returns the crop it is shown."""
+
+    img_size = 96
+
+    def forward(self, faces: torch.Tensor, mels: torch.Tensor) -> torch.Tensor:
+        return faces[:, 3:6]
+
+
+def test_keep_detail_gives_back_the_frame_where_the_generator_copied(tmp_path):
+    from lipsync import LipSync
+    from marlin.video import iter_frames
+
+    video = write_video(tmp_path / "big.mp4", moving_face_frames(6, (480, 640)), fps=25)  # a 200 px face
+    audio = tmp_path / "speech.wav"
+    sf.write(audio, speech_like(0.24), 16000)
+    source = np.stack([f.image for f in iter_frames(video)])
+    ls = LipSync(_ReturnsItsInput(), device="cpu")
+    kept = np.stack(list(ls.iter_frames(video, audio, threads=False)))
+    plain = np.stack(list(ls.iter_frames(video, audio, threads=False, keep_detail=False)))
+    changed = np.any(plain != source, axis=-1)  # the blended lower face, resampled through 96 px
+    assert changed.sum() > 6 * 1000
+    err = lambda out: np.abs(out[changed].astype(float) - source[changed]).mean()  # noqa: E731
+    assert err(plain) > 1.0 and err(kept) < 0.2 * err(plain)

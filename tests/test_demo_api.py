@@ -97,10 +97,10 @@ def test_advanced_options_mirror_the_cli():
     argv = ["--video", "v.mp4", "--audio", "a.wav", "--face-backend", "haar", "--face", "index:1",
             "--box", "1,2,30,40", "--pads", "1,2,3,4", "--smooth", "3", "--max-gap", "4", "--resize", "2",
             "--blend", "mouth", "--color-match", "--loop", "freeze", "--keep-video", "--fps", "30",
-            "--crf", "20", "--preset", "fast", "--batch-size", "8"]
+            "--crf", "20", "--preset", "fast", "--batch-size", "8", "--no-keep-detail"]
     cli = options_from_args(build_parser().parse_args(argv))
     ui = build_options("haar", "index:1", "1,2,30,40", "1,2,3,4", 3, "4", 2, "mouth", True, "freeze", True,
-                       30, 20, "fast", 8)
+                       30, 20, "fast", 8, False)
     assert ui == cli
     assert build_options() == options_from_args(build_parser().parse_args(["--video", "v", "--audio", "a"]))
 

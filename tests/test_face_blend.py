@@ -118,3 +118,34 @@ def test_bad_inputs(scene):
         paste_back(img[:100], crop, cmap)
     with pytest.raises(ValueError, match="uint8"):
         paste_back(img, crop.astype(np.float32), cmap)
+
+
+def test_keep_detail_gives_back_the_frame_where_the_generator_copied(scene):
+    img, face = scene
+    crop, cmap = wav2lip_crop(img, face.box, size=96)  # a 96 px generator on a larger face
+    plain, mask = paste_back(img, crop, cmap, face.landmarks, return_mask=True)
+    kept = paste_back(img, crop, cmap, face.landmarks, given=crop)
+    inside = mask > 0
+    err = lambda out: np.abs(out[inside].astype(float) - img[inside]).mean()  # noqa: E731
+    assert err(plain) > 1.5  # the resize to 96 px and back loses the skin's fine detail ...
+    assert err(kept) < 0.51  # ... which comes back (up to rounding) where the crop was copied
+    assert np.array_equal(kept[mask == 0], img[mask == 0])
+
+
+def test_keep_detail_leaves_out_the_old_detail_where_the_generator_redrew(scene):
+    from marlin.face.blend import keep_detail
+
+    img, face = scene
+    crop, cmap = wav2lip_crop(img, face.box, size=96)
+    drawn = crop.copy()
+    drawn[60:84, 28:68] = (20, 230, 240)  # a flat new mouth, far from any colour of the face
+    patch, (rows, cols) = cmap.uncrop(drawn)
+    out = keep_detail(patch, img[rows, cols], crop, cmap)
+    assert out.dtype == np.float32 and out.shape == patch.shape
+    sy, sx = (rows.stop - rows.start) / 96, (cols.stop - cols.start) / 96
+    core = (slice(round(64 * sy), round(80 * sy)), slice(round(34 * sx), round(62 * sx)))
+    assert np.abs(out[core] - patch[core].astype(np.float32)).max() < 0.01  # exactly the new mouth
+    top = (slice(round(8 * sy), round(40 * sy)), slice(round(20 * sx), round(76 * sx)))  # untouched
+    assert np.abs(out[top] - img[rows, cols][top]).max() < 0.01
+    with pytest.raises(ValueError, match="given must be"):
+        paste_back(img, drawn, cmap, given=crop[:48])

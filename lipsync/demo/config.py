@@ -117,13 +117,14 @@ def build_options(face_backend: str = "mediapipe", face: str = "largest", box: s
                   pads: str = "0,10,0,0", smooth: float = 5, max_gap: str | float | None = None,
                   resize: float = 1.0, blend: str = "lower_face", color_match: bool = False,
                   loop: str = "pingpong", keep_video: bool = False, fps: float = 25.0, crf: float = 18,
-                  preset: str = "veryfast", batch_size: float = 16) -> DubOptions:
+                  preset: str = "veryfast", batch_size: float = 16, keep_detail: bool = True) -> DubOptions:
     """The :class:`DubOptions` of the advanced panel; each field means what its CLI flag means
     (``--face-backend --face --box --pads --smooth --max-gap --resize --blend --color-match --loop
-    --keep-video --fps --crf --preset --batch-size``).  Bad values raise ``DubError``/``DemoError``."""
+    --keep-video --fps --crf --preset --batch-size --keep-detail``).  Bad values raise
+    ``DubError``/``DemoError``."""
     return DubOptions().replace(
         face_backend=face_backend, face=str(face or "largest"), box=parse_numbers(box, 4, "face box"),
         pads=parse_numbers(pads, 4, "pads") or (0, 0, 0, 0), smooth_window=int(smooth),
         max_gap=_optional_int(max_gap, "max gap"), resize=float(resize), blend=blend,
         color_match=bool(color_match), loop=loop, keep_video=bool(keep_video), fps=float(fps or 25),
-        crf=int(crf), preset=preset, batch_size=int(batch_size))
+        crf=int(crf), preset=preset, batch_size=int(batch_size), keep_detail=bool(keep_detail))

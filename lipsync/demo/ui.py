@@ -31,9 +31,9 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
             checkpoint_path: str, face_backend: str, face: str, box: str, pads: str, smooth: float,
             max_gap: str, resize: float, blend: str, color_match: bool, loop: str, keep_video: bool,
             fps: float, output_size: str, crf: float, preset: str, batch_size: float,
-            progress=gr.Progress()):  # noqa: B008 - Gradio's progress idiom
+            keep_detail: bool = True, progress=gr.Progress()):  # noqa: B008 - Gradio's progress idiom
         options = build_options(face_backend, face, box, pads, smooth, max_gap, resize, blend, color_match,
-                                loop, keep_video, fps, crf, preset, batch_size)
+                                loop, keep_video, fps, crf, preset, batch_size, keep_detail)
         return demo.dub(video, photo, audio, checkpoint, checkpoint_path, output_size, options, progress)
 
     def marlin(clip: str | None, checkpoint: str | None, checkpoint_path: str, strategy: str,
@@ -85,6 +85,8 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
                             resize = gr.Slider(1, 4, d.resize, step=0.5, label="Detect on frames shrunk by")
                             blend = gr.Dropdown(list(BLEND_REGIONS), value=d.blend, label="Blend region")
                             color = gr.Checkbox(d.color_match, label="Match colour")
+                            detail = gr.Checkbox(d.keep_detail, label="Keep skin detail",
+                                                 info="the frame's own detail where the face is unchanged")
                         with gr.Row():
                             loop = gr.Radio(list(LOOP_MODES), value=d.loop, label="Audio longer than video")
                             keep = gr.Checkbox(d.keep_video, label="Keep the rest of a longer video")
@@ -132,7 +134,7 @@ def build_app(config: DemoConfig | None = None, demo: Demo | None = None):
                     m_summary = gr.JSON(label="Summary", elem_id="marlin-summary")
         rescan_btn.click(rescan, None, [ckpt, m_ckpt], api_name=False, queue=False)
         dub_inputs = [video, photo, audio, ckpt, ckpt_path, backend, face, box, pads, smooth, max_gap, resize,
-                      blend, color, loop, keep, fps, size, crf, preset, batch]
+                      blend, color, loop, keep, fps, size, crf, preset, batch, detail]
         run.click(guarded(dub), dub_inputs, [dubbed, both, summary], api_name="dub",
                   concurrency_limit=cfg.concurrency, concurrency_id="model")
         m_run.click(guarded(marlin), [clip, m_ckpt, m_path, strategy, ratio, crop, seed, seq],

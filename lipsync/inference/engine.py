@@ -274,8 +274,8 @@ class Engine:
         done = []
         for k, it in enumerate(items):
             if k in out_for:
-                cmap = crops[k][1]
-                image = cropper.paste(it.image, out_for[k], cmap, it.track)
+                crop, cmap = crops[k]
+                image = cropper.paste(it.image, out_for[k], cmap, it.track, given=crop)
                 region = (cmap.x0, cmap.y0, cmap.x1, cmap.y1)
                 done.append(OutFrame(it.index, it.source_index, image, True, region))
             else:

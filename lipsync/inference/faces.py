@@ -123,6 +123,7 @@ class Cropper:
         self.size = size
         self.region = options.blend
         self.color_match = options.color_match
+        self.keep_detail = options.keep_detail
 
     def crop(self, rgb: np.ndarray, track: Track) -> tuple[np.ndarray, CropMap] | None:
         """(size, size, 3) uint8 crop of the padded box and its map; None if the box left the frame."""
@@ -131,7 +132,10 @@ class Cropper:
         except ValueError:
             return None
 
-    def paste(self, rgb: np.ndarray, generated: np.ndarray, crop_map: CropMap, track: Track) -> np.ndarray:
-        """The frame with ``generated`` blended in under the soft landmark mask."""
+    def paste(self, rgb: np.ndarray, generated: np.ndarray, crop_map: CropMap, track: Track,
+              given: np.ndarray | None = None) -> np.ndarray:
+        """The frame with ``generated`` blended in under the soft landmark mask; ``given`` (the crop
+        the generator was shown) keeps the frame's fine detail where it was left unchanged, with
+        ``keep_detail`` on."""
         return paste_back(rgb, generated, crop_map, track.landmarks, region=self.region,
-                          color_match=self.color_match)
+                          color_match=self.color_match, given=given if self.keep_detail else None)

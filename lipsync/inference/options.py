@@ -70,6 +70,7 @@ class DubOptions:
     box: tuple[int, int, int, int] | None = None  # fixed face box (x1, y1, x2, y2): skips detection
     blend: str = "lower_face"  # soft mask shape: lower_face | mouth | crop
     color_match: bool = False  # match the generated face's colour to the frame around the mask edge
+    keep_detail: bool = True  # the frame's own fine detail back where the generator left the face as it was
     resize: float = 1.0  # detect on frames shrunk by this factor (output keeps the input size)
     batch_size: int = 16  # frames per generator batch (also bounds the frames in flight)
     crf: int = 18  # x264 constant rate factor (0 = lossless, 51 = worst)
