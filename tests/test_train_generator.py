@@ -8,6 +8,7 @@ generator) and the smoke test (the release-size Wav2Lip).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from lipsync.models import (
     Wav2LipConfig,
     registry,
 )
+from lipsync.models import marlin_generator as mg
 from lipsync.models.blocks import ConvUnit, LeakyConvUnit, audio_encoder
 from lipsync.models.wav2lip import _stage, _up
 from lipsync.train import cli, main
@@ -469,6 +471,37 @@ def test_init_with_set_grows_mouth_input_that_starts_neutral(tmp_path):
             model(faces, mels, mouth_shape=shape[:, :8])
         with pytest.raises(ValueError, match="mouth_input"):
             base(faces, mels, mouth_shape=shape)
+
+
+def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
+    """mouth_gain scales the opening the head predicts (its standardised deviation from the typical
+    mouth) before the decoder sees it; measured shapes and the width are used as they are."""
+    from lipsync.models.marlin_generator import MarlinLipGenerator
+
+    torch.manual_seed(5)
+    plain = registry.create_model("marlin_lip_tiny", img_size=48, mouth_input=True).eval()
+    with torch.no_grad():
+        for b in plain.mouth_bias:
+            b.weight.normal_()
+    swung = MarlinLipGenerator(dataclasses.replace(plain.config, mouth_gain=2.0)).eval()
+    swung.load_state_dict(plain.state_dict())
+    faces, mels = torch.rand(1, 6, 16, 48, 48), torch.rand(1, 16, 1, 80, 16)
+    shape = torch.stack([torch.rand(1, 16) * 0.3, 0.5 + torch.rand(1, 16) * 0.2], dim=-1)
+    with torch.no_grad():
+        embedding = plain.audio_encoder(mels.flatten(0, 1))
+        said = plain.mouth_head(embedding.flatten(1))
+        doubled = said * torch.tensor([2.0, 1.0])
+        biases = swung._mouth_biases(embedding, None)
+        for bias, layer in zip(biases, plain.mouth_bias):
+            torch.testing.assert_close(bias[:, :, 0, 0], mg.MOUTH_BIAS_GAIN * layer(doubled))
+        assert (swung(faces, mels) - plain(faces, mels)).abs().max() > 1e-3
+        told = plain(faces, mels, mouth_shape=shape)
+        torch.testing.assert_close(swung(faces, mels, mouth_shape=shape), told)
+        again = checkpoints.load(checkpoints.save(tmp_path / "swung.safetensors", swung)).model.eval()
+        assert again.config.mouth_gain == 2.0
+        torch.testing.assert_close(again(faces, mels), swung(faces, mels))
+    with pytest.raises(ValueError, match="mouth_gain"):
+        dataclasses.replace(plain.config, mouth_gain=0.0)
 
 
 def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, narrow, capsys):
