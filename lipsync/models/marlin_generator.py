@@ -126,9 +126,10 @@ class MarlinLipConfig(ModelConfig):
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
     # predicted (1: as predicted).  The decoder learned from measured shapes but also sees the
     # reference's own mouth, and draws a mouth that moves less than the shape it is told; a larger
-    # swing makes up for it (on the synthetic set 1.5 lifted the correlation of the dub's opening
-    # with the audio from 0.78 to 0.81 at the same lip error: checkpoints/README.md).  Measured
-    # shapes given in training are used as they are
+    # swing makes up for part of it (checkpoints/README.md: with the counterfactual checkpoint, 1.5
+    # lifted the correlation of the dub's opening with the audio from 0.78 to 0.81 on 8 held-out
+    # pairs, but only from 0.77 to 0.78 on all 16).  Measured shapes given in training are used as
+    # they are
     mouth_gain: float = 1.0
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
