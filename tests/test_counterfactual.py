@@ -120,8 +120,9 @@ def test_cli_errors_are_one_line_and_exit_2(prepared, tmp_path, capsys):
     assert not list(fake.glob(f"*/{COUNTERFACTUAL}"))
 
 
-def test_train_with_counterfactual_reference(prepared, tmp_path, capsys):
-    """A short run trains on counterfactual references; without them it stops with exit 2."""
+def test_train_with_counterfactual_reference(prepared, tmp_path, capsys, caplog):
+    """A short run trains on counterfactual references; without them it stops with exit 2; a
+    generator that sees the whole reference trained on other windows is warned about copying."""
     from lipsync.train import cli as train_main
 
     _, data, bare, _ = prepared
@@ -131,8 +132,13 @@ def test_train_with_counterfactual_reference(prepared, tmp_path, capsys):
             "--sample-every", "0", "--log-every", "1", "--reference", "counterfactual"]
     assert train_main(["--data", str(data), "--out", str(tmp_path / "run"), *args]) == 0
     assert (tmp_path / "run" / "generator.safetensors").exists()
+    assert "copy the visible mouth" not in caplog.text
     assert train_main(["--data", str(bare), "--out", str(tmp_path / "bare_run"), *args]) == 2
     assert not (tmp_path / "bare_run" / "generator.safetensors").exists()
     rest = ["--set", "reference_mask=[0.25,0.45,0.75,0.85]", "--set", "reference_fill=rest"]
     assert train_main(["--data", str(data), "--out", str(tmp_path / "rest_run"), *args, *rest]) == 2
     assert "counterfactual references do not have" in capsys.readouterr().err
+    caplog.clear()
+    window = [a if a != "counterfactual" else "window" for a in args]
+    assert train_main(["--data", str(bare), "--out", str(tmp_path / "window_run"), *window]) == 0
+    assert "can learn to copy the visible mouth" in caplog.text

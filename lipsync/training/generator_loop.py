@@ -277,6 +277,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     decoded = _decoded_frames(cfg, gen, frames, expert)
     reader = _load_reader(cfg, acc.device)
     disc = _load_disc(cfg)
+    gcfg = getattr(gen, "config", None)
+    if cfg.reference == "window" and getattr(gcfg, "encoder_frames", None) == "reference" \
+            and getattr(gcfg, "reference_mask", ()) is None and gcfg.inference_reference == "same":
+        log.warning("this generator sees the whole reference, mouth included, and inference shows it the "
+                    "frames it dubs: with references from other windows of the clip (--reference window) it "
+                    "can learn to copy the visible mouth, and its dubs then follow the original speech. Use "
+                    "--reference counterfactual (synthetic clips), or hide the mouth with --set "
+                    "reference_mask=[0.25,0.45,0.75,0.85]")
     if cfg.reference == "counterfactual" and needs_rest(gen):
         raise TrainingError("reference_fill='rest' picks the most closed mouth from the reference's measured "
                             "openings, which counterfactual references do not have: use another fill or "
