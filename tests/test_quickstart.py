@@ -47,17 +47,25 @@ def test_readme_quick_start_dubs_the_bundled_sample(tmp_path):
     assert diff[140:200, 90:170].mean() > diff[:96].mean()  # the mouth region was redrawn
 
 
-def test_shipped_counterfactual_generator_loads_and_dubs_one_window():
-    """The experimental alternative loads from its file alone and keeps the top of the face."""
-    import torch
-
+def test_shipped_generators_load_and_dub_one_window():
+    """The default (trained on counterfactual references: it sees the whole face) and the earlier
+    one that hides the reference's mouth load from their files alone and keep the top of the face."""
     from lipsync.checkpoints import load
 
-    loaded = load(ROOT / "checkpoints" / "lipsync_counterfactual_synth.safetensors")
-    model = loaded.model.eval()
-    cfg = model.config
+    loaded = load(DEFAULT)
+    cfg = loaded.model.config
     assert cfg.mouth_input and cfg.warp and cfg.composite and cfg.reference_mask is None
     assert "synthetic" in loaded.meta["trained_on"] and "counterfactual" in loaded.meta["recipe"]
+    _dubs_one_window(loaded.model.eval())
+    masked = load(ROOT / "checkpoints" / "lipsync_masked_synth.safetensors")
+    assert masked.model.config.reference_mask is not None and not masked.model.config.mouth_input
+    assert "synthetic" in masked.meta["trained_on"]
+    _dubs_one_window(masked.model.eval())
+
+
+def _dubs_one_window(model) -> None:
+    import torch
+
     with av.open(str(ASSETS / "speaker.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(16), c.decode(video=0))]
     # the centre of the frame as a face-sized square, 96 px; the masked target and the reference
