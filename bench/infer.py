@@ -137,7 +137,8 @@ def naive_dub(video: Path, audio: Path, out: Path, model, batch_size: int) -> di
             generated += list(y[: min(n, s + batch_size) - s])
     times["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    outputs = [paste_back(frames[i], generated[i], crops[i][1], tracks[i].landmarks) for i in range(n)]
+    outputs = [paste_back(frames[i], generated[i], crops[i][1], tracks[i].landmarks, given=crops[i][0])
+               for i in range(n)]  # as the engine pastes by default (--keep-detail)
     times["blend"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     writer = DubWriter(out, (info.width, info.height), info.fps, str(audio), len(wav) / 16000,
@@ -208,7 +209,8 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
     tk = tracks[len(tracks) // 2]
     crops: list = []
     out["crop"] = clock(lambda: crops.extend(wav2lip_crop(f, tk.box, (0, 10, 0, 0), 96) for f in frames), n)
-    out["blend"] = clock(lambda: [paste_back(f, c[0], c[1], tk.landmarks) for f, c in zip(frames, crops)], n)
+    out["blend"] = clock(lambda: [paste_back(f, c[0], c[1], tk.landmarks, given=c[0])
+                                  for f, c in zip(frames, crops)], n)
     batch = np.stack([c[0] for c in crops])
     mels = np.random.default_rng(0).normal(size=(n, 80, 16)).astype(np.float32)
     for model in models:

@@ -12,7 +12,7 @@ Given the crop the generator was shown (``given``), the paste also keeps the fra
 detail where the generator left the face as it was.  A generator works on a small crop (96 px for
 Wav2Lip): resized back to a face of 200 px its output has lost everything finer than the crop's
 pixels, skin texture and sharp lip edges included, even where it copied its input exactly, and a
-dub looks soft over the whole lower face (the complaint about Wav2Lip every user of it makes).
+dub looks soft over the whole lower face (a frequent complaint about Wav2Lip).
 The detail the resize lost is ``frame - up(given)``; it is added back in proportion to how little
 the generator changed each pixel (``1 - |up(generated) - up(given)| / DETAIL_CHANGE``, smoothed), so
 unchanged skin comes back bit-sharp while a mouth the generator redrew does not show the old lips'
