@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     from marlin.cli import HelpFormatter
 
     p = OneLineParser(prog="python -m lipsync.data.synthetic.counterfactual",
-                                description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+                      description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True,
                    help="preprocessed folder (lipsync.preprocess output) of synthetic clips")
     p.add_argument("--clips", type=Path, default=None,
