@@ -402,6 +402,40 @@ def test_init_with_set_grows_a_warp_head_that_starts_as_the_identity(tmp_path):
         registry.create_model("marlin_lip_tiny", warp=True)
 
 
+def test_init_with_set_grows_a_warp_draw_path_that_starts_neutral(tmp_path):
+    """--init --set warp_draw=K gives the output block the moved reference: same output at first,
+    then the drawn face can take the moved reference's pixels."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(4)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, composite=True, warp=True).eval()
+    with torch.no_grad():
+        base.warp[-1].bias.copy_(torch.tensor([0.0, 0.25]))  # 2 px down: the moved reference differs
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"warp_draw": 8}, path, GENERATORS).eval()
+    assert model.config.warp_draw == 8 and model.warp_draw[-1].weight.abs().sum() == 0
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=0)
+    # the path trains, and once it has weights it changes the output; saved and loaded with it
+    model.train()
+    (model(faces, mels) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
+    assert model.warp_draw[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.warp_draw[-1].weight.normal_(0, 0.5)
+    model.eval()
+    again = checkpoints.load(checkpoints.save(tmp_path / "drawn.safetensors", model)).model.eval()
+    with torch.no_grad():
+        assert (model(faces, mels) - base(faces, mels)).abs().max() > 1e-3
+        torch.testing.assert_close(again(faces, mels), model(faces, mels))
+    assert again.config.warp_draw == 8
+    with pytest.raises(ValueError, match="warp=True"):
+        registry.create_model("marlin_lip_tiny", composite=True, warp_draw=8)
+    with pytest.raises(ValueError, match="warp_draw"):
+        registry.create_model("marlin_lip_tiny", composite=True, warp=True, warp_draw=-1)
+
+
 def _train_tiny_marlin(tmp_path, expert, steps, term, weight, *extra):
     """A few steps of the tiny MARLIN generator with --mouth-wt 3 and ``term`` at ``weight``; checks
     the logged loss is the documented mix and returns the CLI args, the run folder and the term."""

@@ -116,6 +116,13 @@ class MarlinLipConfig(ModelConfig):
     # a closed rest mouth can be stretched open rather than redrawn as a blur (how far that got on
     # the synthetic set: checkpoints/README.md).
     warp: bool = False
+    # with ``warp``: width of a path that gives the output block the moved reference at full size
+    # (0: none).  Without it the decoder draws the lips from its own coarse features and the
+    # unmoved reference, softly; with it the drawn lips can start from the moved reference's sharp
+    # edges and change only what the warp cannot (the gap, the teeth).  Two 3x3 units on the moved
+    # reference and what the output block sees, then a 1x1 added to the output block's features that
+    # starts at zero, so trained weights gain it unchanged (--init --set warp_draw=K)
+    warp_draw: int = 0
     # tell the decoder the mouth's shape, (opening, width) as lipsync.data.sync_measure measures
     # them: a bias at every decoder scale from the measured shape of each target frame in
     # training (``mouth_shape``), from ``mouth_head`` (a small MLP on the frame's audio embedding,
@@ -157,6 +164,10 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError("warp moves the reference the composite mixes in: set composite=True too")
         if not (math.isfinite(self.mouth_gain) and self.mouth_gain > 0):
             raise ValueError(f"mouth_gain must be a number > 0, got {self.mouth_gain}")
+        if self.warp_draw < 0:
+            raise ValueError(f"warp_draw must be >= 0, got {self.warp_draw}")
+        if self.warp_draw and not self.warp:
+            raise ValueError("warp_draw gives the output block the moved reference: set warp=True too")
         if self.refine_channels < 0:
             raise ValueError(f"refine_channels must be >= 0, got {self.refine_channels}")
         if self.audio_skip < 0:
@@ -353,7 +364,7 @@ class MarlinLipGenerator(nn.Module):
     """
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
-    grown_prefixes = ("refine.", "composite.", "warp.", "mouth_head.", "mouth_bias.")
+    grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -406,6 +417,13 @@ class MarlinLipGenerator(nn.Module):
             self.warp = nn.Sequential(ConvUnit(cfg.decoder_channels[self.warp_block] + extra, k, 3, 1, 1),
                                       ConvUnit(k, k, 3, 1, 1, residual=True), head)
             self.warp_sampler = WarpSampler()
+        if cfg.warp_draw:
+            k = cfg.warp_draw
+            head = nn.Conv2d(k, width, 1)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            self.warp_draw = nn.Sequential(ConvUnit(cin + extra + 3, k, 3, 1, 1),
+                                           ConvUnit(k, k, 3, 1, 1, residual=True), head)
         if cfg.mouth_input:
             self.mouth_head = nn.Sequential(nn.Linear(audio_channels, 64), nn.ReLU(), nn.Linear(64, 2))
             widths = [2 * half, *cfg.decoder_channels[: len(self.scales)]]  # what each block (and the
@@ -569,13 +587,16 @@ class MarlinLipGenerator(nn.Module):
             h = h + biases[-1]
         z = torch.cat([h, *_extra(x, skip, x.shape[-1])], dim=1)
         features = self.output_block[0](z)
+        moved = None if flow is None else self.warp_sampler(x[:, 3:6], flow)
+        if self.config.warp_draw:
+            features = features + self.warp_draw(torch.cat([z, moved.to(z.dtype)], dim=1))
         logits = self.output_block[1](features)
         if self.config.refine_channels:
             logits = logits + self.refine(z)
         out = self.output_block[2](logits)
         if self.config.composite:
             a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features))
-            reference = x[:, 3:6] if flow is None else self.warp_sampler(x[:, 3:6], flow)
+            reference = x[:, 3:6] if moved is None else moved
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 
