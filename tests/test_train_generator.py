@@ -538,6 +538,35 @@ def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
         dataclasses.replace(plain.config, mouth_gain=0.0)
 
 
+def test_copy_bias_shifts_the_mix_towards_the_reference(tmp_path):
+    """copy_bias is added to the composite's logit: > 0 moves the output towards the (moved)
+    reference, the drawn face and the flow unchanged; it survives a save and load."""
+    from lipsync.models.marlin_generator import MarlinLipGenerator
+
+    torch.manual_seed(6)
+    plain = registry.create_model("marlin_lip_tiny", img_size=48, composite=True, reference_mask=None).eval()
+    with torch.no_grad():
+        plain.composite.bias.fill_(0.0)  # a = 1/2 before the bias
+    biased = MarlinLipGenerator(dataclasses.replace(plain.config, copy_bias=1.0)).eval()
+    biased.load_state_dict(plain.state_dict())
+    faces, mels = torch.rand(1, 6, 16, 48, 48), torch.rand(1, 16, 1, 80, 16)
+    reference = faces[:, 3:]
+    with torch.no_grad():
+        out, more = plain(faces, mels), biased(faces, mels)
+        # out = drawn + a (reference - drawn): a goes from 1/2 to sigmoid(1), so the distance to the
+        # reference shrinks by (1 - sigmoid(1)) / (1 - 1/2) everywhere
+        ratio = (more - reference).abs().sum() / (out - reference).abs().sum()
+        torch.testing.assert_close(ratio, torch.tensor(2 * (1 - torch.sigmoid(torch.tensor(1.0)).item())),
+                                   rtol=1e-3, atol=1e-4)
+        again = checkpoints.load(checkpoints.save(tmp_path / "biased.safetensors", biased)).model.eval()
+        assert again.config.copy_bias == 1.0
+        torch.testing.assert_close(again(faces, mels), more)
+    with pytest.raises(ValueError, match="composite"):
+        registry.create_model("marlin_lip_tiny", copy_bias=1.0)
+    with pytest.raises(ValueError, match="copy_bias"):
+        dataclasses.replace(plain.config, copy_bias=float("nan"))
+
+
 def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, narrow, capsys):
     """With mouth_input the opening term trains the generator's own head (opening and width);
     the decoder is given the measured shape."""

@@ -138,6 +138,13 @@ class MarlinLipConfig(ModelConfig):
     # pairs, but only from 0.77 to 0.78 on all 16).  Measured shapes given in training are used as
     # they are
     mouth_gain: float = 1.0
+    # with ``composite``: added to the mix's logit, so that > 0 keeps more of the (moved) reference
+    # (at inference, the frame itself) and < 0 draws more.  A trained mix weighs a soft drawn mouth
+    # against the frame's own sharp pixels for its training loss, which also pays for visible
+    # opening (mouth, reader and sync terms); a positive bias trades a little of the mouth's motion
+    # for fewer soft redraws of pixels that were already right (checkpoints/README.md: +1 on the
+    # synthetic benchmark).  It changes no weight, so any checkpoint can be re-saved with it
+    copy_bias: float = 0.0
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
     # 16-frame window of the same face, like training's reference from another window: its mouth
@@ -164,6 +171,10 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError("warp moves the reference the composite mixes in: set composite=True too")
         if not (math.isfinite(self.mouth_gain) and self.mouth_gain > 0):
             raise ValueError(f"mouth_gain must be a number > 0, got {self.mouth_gain}")
+        if not math.isfinite(self.copy_bias):
+            raise ValueError(f"copy_bias must be a finite number, got {self.copy_bias}")
+        if self.copy_bias and not self.composite:
+            raise ValueError("copy_bias shifts the composite's mix: set composite=True too")
         if self.warp_draw < 0:
             raise ValueError(f"warp_draw must be >= 0, got {self.warp_draw}")
         if self.warp_draw and not self.warp:
@@ -595,7 +606,7 @@ class MarlinLipGenerator(nn.Module):
             logits = logits + self.refine(z)
         out = self.output_block[2](logits)
         if self.config.composite:
-            a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features))
+            a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias)
             reference = x[:, 3:6] if moved is None else moved
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
