@@ -55,6 +55,7 @@ def test_shipped_generators_load_and_dub_one_window():
     loaded = load(DEFAULT)
     cfg = loaded.model.config
     assert cfg.mouth_input and cfg.warp and cfg.composite and cfg.reference_mask is None
+    assert cfg.copy_bias > 0  # re-saved to keep more of the frame (checkpoints/README.md)
     assert "synthetic" in loaded.meta["trained_on"] and "counterfactual" in loaded.meta["recipe"]
     _dubs_one_window(loaded.model.eval())
     masked = load(ROOT / "checkpoints" / "lipsync_masked_synth.safetensors")
