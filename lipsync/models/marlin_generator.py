@@ -121,7 +121,8 @@ class MarlinLipConfig(ModelConfig):
     # unmoved reference, softly; with it the drawn lips can start from the moved reference's sharp
     # edges and change only what the warp cannot (the gap, the teeth).  Two 3x3 units on the moved
     # reference and what the output block sees, then a 1x1 added to the output block's features that
-    # starts at zero, so trained weights gain it unchanged (--init --set warp_draw=K)
+    # starts at zero, so trained weights gain it unchanged (--init --set warp_draw=K).  Measured once
+    # (24, 2000 steps on the synthetic set): no better than the same run without it
     warp_draw: int = 0
     # tell the decoder the mouth's shape, (opening, width) as lipsync.data.sync_measure measures
     # them: a bias at every decoder scale from the measured shape of each target frame in
@@ -142,8 +143,9 @@ class MarlinLipConfig(ModelConfig):
     # (at inference, the frame itself) and < 0 draws more.  A trained mix weighs a soft drawn mouth
     # against the frame's own sharp pixels for its training loss, which also pays for visible
     # opening (mouth, reader and sync terms); a positive bias trades a little of the mouth's motion
-    # for fewer soft redraws of pixels that were already right (checkpoints/README.md: +1 on the
-    # synthetic benchmark).  It changes no weight, so any checkpoint can be re-saved with it
+    # for fewer soft redraws of pixels that were already right (the shipped default has 0.75;
+    # what each value did: checkpoints/README.md).  It changes no weight, so any checkpoint can be
+    # re-saved with it
     copy_bias: float = 0.0
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
