@@ -345,7 +345,7 @@ def test_runner_shows_the_rest_frame_chosen_from_the_openings():
                          reference_mask=(0.25, 0.5, 0.75, 0.75)).eval()
     model.composite.bias.data.fill_(30.0)  # the output is the reference it was given
     runner = GeneratorRunner(model, torch.device("cpu"), precision="fp32", optimize=False)
-    assert runner.needs_rest
+    assert runner.needs_openings
     g = torch.Generator().manual_seed(1)
     crops = torch.randint(0, 256, (32, 48, 48, 3), generator=g, dtype=torch.uint8).numpy()
     openings = torch.rand(32, generator=g).numpy()

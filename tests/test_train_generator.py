@@ -9,6 +9,7 @@ generator) and the smoke test (the release-size Wav2Lip).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import av
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers_train import full_and_resumed, metrics, one_thread_fixture
 from PIL import Image
 from test_datasets import talking_clips
@@ -450,6 +452,32 @@ def _train_tiny_marlin(tmp_path, expert, steps, term, weight, *extra):
     return args, out, value
 
 
+def test_edge_loss_charges_soft_edges_inside_the_mask_only():
+    """edge_loss: 0 for the truth, > 0 for a blurred copy (whose mean colours are right), and blind
+    to what differs outside the lips' mask."""
+    from lipsync.training.generator_loop import edge_loss
+
+    g = torch.Generator().manual_seed(3)
+    target = (torch.rand(2, 3, 4, 32, 32, generator=g) > 0.5).float()  # hard edges everywhere
+    mask = torch.zeros(2, 1, 4, 32, 32)
+    mask[..., 10:20, 8:24] = 1
+    assert edge_loss(target, target, mask).item() == 0.0
+    soft = F.avg_pool3d(target, (1, 3, 3), 1, (0, 1, 1), count_include_pad=False)
+    assert edge_loss(soft, target, mask).item() > 0.1
+    elsewhere = target.clone()
+    elsewhere[..., :5, :] = 1 - elsewhere[..., :5, :]  # rows 0-4, away from the mask (rows 10-19)
+    assert edge_loss(elsewhere, target, mask).item() == 0.0
+
+
+def test_edge_weight_adds_the_lips_edge_term(tmp_path, expert, narrow, capsys):
+    """--edge-wt adds the lips' edge L1 to the documented mix; a negative weight is refused."""
+    args, _, edge = _train_tiny_marlin(tmp_path, expert, 2, "edge", 2.0, "--edge-wt", "2")
+    assert edge > 0
+    with pytest.raises(SystemExit) as e:
+        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--edge-wt", "-1"])
+    assert e.value.code == 2 and "--edge-wt" in capsys.readouterr().err
+
+
 def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, narrow, capsys):
     """--warp-wt adds the L1 of the warped reference in the lips' region to the documented mix."""
     args, out, warp = _train_tiny_marlin(tmp_path, expert, 2, "warp", 2.0, "--set", "composite=true",
@@ -565,6 +593,66 @@ def test_copy_bias_shifts_the_mix_towards_the_reference(tmp_path):
         registry.create_model("marlin_lip_tiny", copy_bias=1.0)
     with pytest.raises(ValueError, match="copy_bias"):
         dataclasses.replace(plain.config, copy_bias=float("nan"))
+
+
+def test_copy_gate_copies_frames_whose_own_opening_matches_the_audio(tmp_path):
+    """copy_gate adds copy_gate * exp(-((said - own) / width)**2) to the mix's logit per frame:
+    the full bias where the frame's measured opening equals what the audio head says, almost none
+    far from it, none where it is unknown (NaN) or not given; inference passes the openings."""
+    from lipsync.inference.runner import GeneratorRunner
+    from lipsync.models.marlin_generator import (
+        MOUTH_SHAPE_MEAN,
+        MOUTH_SHAPE_STD,
+        MarlinLipGenerator,
+        inference_reference,
+        needs_openings,
+    )
+
+    torch.manual_seed(7)
+    plain = registry.create_model("marlin_lip_tiny", img_size=48, composite=True, mouth_input=True,
+                                  reference_mask=None).eval()
+    with torch.no_grad():
+        plain.composite.bias.fill_(0.0)  # a = 1/2 without a gate
+    gated = MarlinLipGenerator(dataclasses.replace(plain.config, copy_gate=2.0, copy_gate_width=0.05)).eval()
+    gated.load_state_dict(plain.state_dict())
+    assert needs_openings(gated) and not needs_openings(plain)
+    faces, mels = torch.rand(1, 6, 16, 48, 48), torch.rand(1, 16, 1, 80, 16)
+    reference = faces[:, 3:]
+    with torch.no_grad():
+        said = plain.mouth_head(plain.audio_encoder(mels.flatten(0, 1)).flatten(1))[:, 0]
+        said = said * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]  # (16,) what the head says, per frame
+        own = said.clone()
+        own[4:8] = float("nan")  # unknown: no gate
+        own[8:12] += 0.05  # one width away: exp(-1) of the bias
+        own[12:] += 1.0  # far: no gate to speak of
+        out = plain(faces, mels)
+        torch.testing.assert_close(gated(faces, mels), out)  # no openings given: as trained
+        torch.testing.assert_close(plain(faces, mels, reference_opening=own), out)  # no gate configured
+        more = gated(faces, mels, reference_opening=own[None])
+        # out = drawn + a (reference - drawn): a goes from 1/2 to sigmoid(bias), so the distance to the
+        # reference shrinks by 2 (1 - sigmoid(bias))
+        ratio = ((more - reference).abs().sum((1, 3, 4)) / (out - reference).abs().sum((1, 3, 4)))[0]
+        e = math.exp(-1.0)
+        want = torch.tensor([2 * (1 - 1 / (1 + math.exp(-b))) for b in [2.0] * 4 + [0.0] * 4 + [2 * e] * 4
+                             + [0.0] * 4])
+        torch.testing.assert_close(ratio, want, rtol=1e-3, atol=1e-3)
+        again = checkpoints.load(checkpoints.save(tmp_path / "gated.safetensors", gated)).model.eval()
+        assert (again.config.copy_gate, again.config.copy_gate_width) == (2.0, 0.05)
+        torch.testing.assert_close(again(faces, mels, reference_opening=own), more)
+    # inference gives the gate each reference frame's opening, NaN where there are none
+    _, extra = inference_reference(gated, torch.rand(16, 3, 48, 48), own, 16)
+    torch.testing.assert_close(extra["reference_opening"], own, equal_nan=True)
+    _, extra = inference_reference(gated, torch.rand(16, 3, 48, 48), None, 16)
+    assert torch.isnan(extra["reference_opening"]).all() and "rest" not in extra
+    assert GeneratorRunner(gated, torch.device("cpu"), precision="fp32", optimize=False).needs_openings
+    with pytest.raises(ValueError, match="mouth_input"):
+        registry.create_model("marlin_lip_tiny", composite=True, copy_gate=1.0)
+    with pytest.raises(ValueError, match="copy_gate_width"):
+        dataclasses.replace(gated.config, copy_gate_width=0.0)
+    with pytest.raises(ValueError, match="copy_gate"):
+        dataclasses.replace(gated.config, copy_gate=-1.0)
+    with pytest.raises(ValueError, match="reference_opening"):
+        gated(faces, mels, reference_opening=own[:8])
 
 
 def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, narrow, capsys):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipsync.models.marlin_generator import inference_reference, needs_rest
+from lipsync.models.marlin_generator import inference_reference, needs_openings
 
 from .options import StageTimes
 
@@ -67,7 +67,7 @@ class GeneratorRunner:
 
         model = model.eval().to(device)
         model.requires_grad_(False)
-        self.needs_rest = needs_rest(model)  # the engine then passes the faces' mouth openings
+        self.needs_openings = needs_openings(model)  # the engine then passes the faces' mouth openings
         self.device = device
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
@@ -113,8 +113,8 @@ class GeneratorRunner:
             groups of ``window`` crops form one clip
         mels : (N, 80, 16) float32 mel windows in [-4, 4], one per crop
         openings : (N,) float mouth opening of each crop's face (NaN where unknown), for a
-            generator with ``reference_fill="rest"``: each window's most closed mouth is shown in
-            the reference (without them, its first frame)
+            generator with ``reference_fill="rest"`` (each window's most closed mouth is shown in
+            the reference; without them, its first frame) or ``copy_gate`` (without them, no gate)
 
         Returns
         -------

@@ -73,7 +73,8 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "mouth_shape_units", "needs_rest", "neighbour_reference", "rest_frames", "warp_image"]
+           "mouth_shape_units", "needs_openings", "needs_rest", "neighbour_reference", "rest_frames",
+           "warp_image"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,16 @@ class MarlinLipConfig(ModelConfig):
     # what each value did: checkpoints/README.md).  It changes no weight, so any checkpoint can be
     # re-saved with it
     copy_bias: float = 0.0
+    # with ``composite`` and ``mouth_input``, at inference: a further logit bias towards the
+    # reference in frames whose own mouth is already open about as far as this frame's audio asks,
+    # ``copy_gate * exp(-((said - own) / copy_gate_width)**2)``, ``said`` the opening ``mouth_head``
+    # predicts and ``own`` the reference frame's opening measured from its face-mesh landmarks
+    # (``reference_opening``; inference passes it, training does not, so the gate is off there).
+    # There the frame's own sharp lips are the right answer and the decoder's soft redraw of them
+    # only costs; where the audio asks for another opening the mix is left as trained.  It
+    # changes no weight (what it did: checkpoints/README.md)
+    copy_gate: float = 0.0
+    copy_gate_width: float = 0.03  # in opening units (closed about 0, wide open 0.3-0.5)
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
     # with reference_mask, or the dub follows the original speech) or "neighbour" (the adjacent
     # 16-frame window of the same face, like training's reference from another window: its mouth
@@ -177,6 +188,13 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError(f"copy_bias must be a finite number, got {self.copy_bias}")
         if self.copy_bias and not self.composite:
             raise ValueError("copy_bias shifts the composite's mix: set composite=True too")
+        if not (math.isfinite(self.copy_gate) and self.copy_gate >= 0):
+            raise ValueError(f"copy_gate must be a finite number >= 0, got {self.copy_gate}")
+        if self.copy_gate and not (self.composite and self.mouth_input):
+            raise ValueError("copy_gate compares the audio head's opening with the frame's and shifts the "
+                             "composite's mix: set composite=True and mouth_input=True too")
+        if not (math.isfinite(self.copy_gate_width) and self.copy_gate_width > 0):
+            raise ValueError(f"copy_gate_width must be a number > 0, got {self.copy_gate_width}")
         if self.warp_draw < 0:
             raise ValueError(f"warp_draw must be >= 0, got {self.warp_draw}")
         if self.warp_draw and not self.warp:
@@ -271,6 +289,12 @@ def needs_rest(model: nn.Module) -> bool:
         getattr(config, "reference_mask", None) is not None)
 
 
+def needs_openings(model: nn.Module) -> bool:
+    """Whether inference should give ``model`` the mouth opening of each input frame: for ``rest``
+    (:func:`needs_rest`) or for the ``copy_gate``'s ``reference_opening``."""
+    return needs_rest(model) or bool(getattr(getattr(model, "config", None), "copy_gate", 0.0))
+
+
 def rest_frames(openings: Tensor, window: int) -> Tensor:
     """The index of the most closed mouth in each window (``reference_fill="rest"``).
 
@@ -293,8 +317,9 @@ def rest_frames(openings: Tensor, window: int) -> Tensor:
 def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | None,
                         window: int) -> tuple[Tensor, dict[str, Tensor]]:
     """The reference and extra keyword inputs inference gives ``model`` for consecutive windows of
-    one face: the frames themselves, or their neighbouring windows (``inference_reference``); and,
-    for ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames.
+    one face: the frames themselves, or their neighbouring windows (``inference_reference``); for
+    ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames; and
+    with ``copy_gate``, those openings themselves as ``reference_opening``.
 
     Parameters
     ----------
@@ -307,11 +332,14 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     if getattr(config, "inference_reference", "same") == "neighbour":
         frames = neighbour_reference(frames, window)
         openings = None if openings is None else neighbour_reference(openings, window)
-    if not needs_rest(model):
+    if not needs_openings(model):
         return frames, {}
     if openings is None:
         openings = torch.full((frames.shape[0],), float("nan"))
-    return frames, {"rest": rest_frames(openings, window)}
+    extra = {"rest": rest_frames(openings, window)} if needs_rest(model) else {}
+    if getattr(config, "copy_gate", 0.0):
+        extra["reference_opening"] = openings.float()
+    return frames, extra
 
 
 def warp_image(images: Tensor, flow: Tensor) -> Tensor:
@@ -523,7 +551,7 @@ class MarlinLipGenerator(nn.Module):
 
     def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
                 frames: Tensor | None = None, rest: Tensor | None = None,
-                mouth_shape: Tensor | None = None) -> Tensor:
+                mouth_shape: Tensor | None = None, reference_opening: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -549,6 +577,10 @@ class MarlinLipGenerator(nn.Module):
             width) of each target frame (:func:`lipsync.data.sync_measure.mouth_opening`,
             ``mouth_width``), as training gives it; rows with a NaN, and all rows when None (as at
             inference), use what ``mouth_head`` predicts from the frame's audio.
+        reference_opening:
+            ``(B, T)`` or ``(B*T,)`` float, with ``copy_gate`` only (ignored when it is 0): the
+            measured mouth opening of each reference frame, NaN where unknown (no gate there).
+            Inference passes it (:func:`inference_reference`); training leaves it None.
 
         Returns
         -------
@@ -564,6 +596,12 @@ class MarlinLipGenerator(nn.Module):
             if mouth_shape.shape[0] != x.shape[0]:
                 raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
                                  f"frame of faces, got {tuple(mouth_shape.shape)}")
+        gate_open = None
+        if self.config.copy_gate and reference_opening is not None:
+            gate_open = reference_opening.reshape(-1)
+            if gate_open.shape[0] != x.shape[0]:
+                raise ValueError(f"reference_opening must be (B, T) or (B*T,), one opening per frame of "
+                                 f"faces, got {tuple(reference_opening.shape)}")
         x = self._mask_reference(x, rest)
         if tokens is None:
             tokens = self._encode_folded(x)
@@ -581,10 +619,12 @@ class MarlinLipGenerator(nn.Module):
             x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
             if mouth_shape is not None:
                 mouth_shape = mouth_shape[rows.to(mouth_shape.device)]
+            if gate_open is not None:
+                gate_open = gate_open[rows.to(gate_open.device)]
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases = self._mouth_biases(embedding, mouth_shape)
+        biases, said = self._mouth_biases(embedding, mouth_shape)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -608,23 +648,38 @@ class MarlinLipGenerator(nn.Module):
             logits = logits + self.refine(z)
         out = self.output_block[2](logits)
         if self.config.composite:
-            a = torch.sigmoid(COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias)
+            logit = COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias
+            if gate_open is not None:
+                logit = logit + self._copy_gate(said, gate_open).to(logit.dtype)[:, None, None, None]
+            a = torch.sigmoid(logit)
             reference = x[:, 3:6] if moved is None else moved
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 
-    def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None) -> list[Tensor]:
-        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [];
-        ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
+    def _mouth_biases(self, embedding: Tensor,
+                      mouth_shape: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
+        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [], and the
+        ``(N,)`` opening they stand for in opening units (the head's, before ``mouth_gain``, or the
+        given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
         if not self.config.mouth_input:
-            return []
+            return [], None
         shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
+        said = shape[:, 0]
         if self.config.mouth_gain != 1.0:
             shape = torch.cat([shape[:, :1] * self.config.mouth_gain, shape[:, 1:]], dim=1)
         if mouth_shape is not None:
             given = mouth_shape_units(mouth_shape.to(shape.device).float()).to(shape.dtype)
             shape = torch.where(torch.isfinite(given), given, shape)
-        return [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias]
+            said = torch.where(torch.isfinite(given[:, 0]), given[:, 0], said)
+        said = said.float() * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
+        return [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias], said
+
+    def _copy_gate(self, said: Tensor, own: Tensor) -> Tensor:
+        """``(N,)`` logit bias of ``copy_gate``: large where the frame's own opening ``own`` is
+        near the ``said`` one, 0 where ``own`` is NaN."""
+        gap = (said - own.to(said.device).float()) / self.config.copy_gate_width
+        gate = self.config.copy_gate * torch.exp(-gap.square())
+        return torch.nan_to_num(gate, nan=0.0)
 
 
 #: typical (opening, width) of a face (face-mesh measures relative to the eye-corner distance) and
