@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "none: no sync loss")
     p.add_argument("--reader", type=Path, default=None,
                    help="frozen mouth-opening reader (lipsync.train_reader output): adds a loss on the "
-                        "opening it reads in each generated mouth against the target frame's; none: off")
+                        "opening it reads in each generated mouth against the target frame's, and for "
+                        "mouth_reference generators reads each reference frame's opening; none: off")
     p.add_argument("--reader-wt", type=float, default=1.0, help="weight of the reader's loss (with --reader)")
     p.add_argument("--disc-init", type=Path, default=None, help="quality discriminator weights to start from")
     p.add_argument("--disc-model", default="quality_disc",

@@ -535,6 +535,54 @@ def test_init_with_set_grows_mouth_input_that_starts_neutral(tmp_path):
             base(faces, mels, mouth_shape=shape)
 
 
+def test_mouth_reference_grows_neutral_and_tells_the_decoder_the_frames_own_opening(tmp_path):
+    """--init --set mouth_reference=true starts as the generator it grew from; trained, the output
+    follows reference_opening, an unknown (NaN) or missing one standing for the opening the audio
+    asks for; inference passes the openings."""
+    from lipsync.models import GENERATORS
+    from lipsync.models.marlin_generator import MOUTH_SHAPE_MEAN, MOUTH_SHAPE_STD, inference_reference
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(5)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, mouth_input=True).eval()
+    with torch.no_grad():
+        for b in base.mouth_bias:
+            b.weight.normal_()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"mouth_reference": True}, path, GENERATORS).eval()
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    own = torch.rand(2, 16) * 0.4
+    with torch.no_grad():
+        plain = base(faces, mels)
+        torch.testing.assert_close(model(faces, mels, reference_opening=own), plain, rtol=0, atol=1e-5)
+    model.train()
+    (model(faces, mels, reference_opening=own) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
+    assert all(b.weight.grad.abs().sum() > 0 for b in model.reference_bias)  # every scale learns from it
+    with torch.no_grad():
+        for b in model.reference_bias:
+            b.weight.normal_()
+    model.eval()
+    with torch.no_grad():
+        told = model(faces, mels, reference_opening=own)
+        assert (told - plain).abs().max() > 1e-2
+        said = model.mouth_head(model.audio_encoder(mels.flatten(0, 1)).flatten(1))[:, 0]
+        said = (said * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]).reshape(2, 16)
+        as_said = model(faces, mels, reference_opening=said)
+        torch.testing.assert_close(model(faces, mels), as_said, rtol=1e-4, atol=1e-4)
+        unknown = own.clone()
+        unknown[1] = float("nan")  # the second clip's frames have no landmarks
+        mixed = model(faces, mels, reference_opening=unknown)
+        torch.testing.assert_close(mixed[0], told[0])
+        torch.testing.assert_close(mixed[1], as_said[1], rtol=1e-4, atol=1e-4)
+        pick = torch.tensor([[1, 2], [5, 6]])  # decoding some frames takes their openings
+        torch.testing.assert_close(model(faces, mels, frames=pick, reference_opening=own),
+                                   torch.stack([told[0, :, 1:3], told[1, :, 5:7]]))
+    _, extra = inference_reference(model, torch.rand(16, 3, 48, 48), own[0], 16)
+    torch.testing.assert_close(extra["reference_opening"], own[0])
+    with pytest.raises(ValueError, match="mouth_input"):
+        registry.create_model("marlin_lip_tiny", mouth_reference=True)
+
+
 def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
     """mouth_gain scales the opening the head predicts (its standardised deviation from the typical
     mouth) before the decoder sees it; measured shapes and the width are used as they are."""

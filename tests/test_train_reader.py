@@ -173,3 +173,38 @@ def test_generated_folders_are_read_with_the_data(data, tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as e:
         cli(["--data", str(data), "--generated", str(tmp_path / "none"), "--out", str(tmp_path / "o2")])
     assert e.value.code == 2 and "--generated" in capsys.readouterr().err
+
+
+def test_mouth_reference_training_reads_the_references_openings(data, tmp_path, capsys):
+    """A mouth_reference generator is told what the frozen reader reads in each reference frame
+    (even with --reader-wt 0, so no read term), which trains its reference biases; it needs --reader."""
+    from lipsync.training.generator_eval import extra_inputs, reference_openings
+
+    torch.manual_seed(0)
+    reader = OpeningReader(OpeningReaderConfig(width=8, face_size=(24, 48))).eval()
+    path = checkpoints.save(tmp_path / "reader.safetensors", reader)
+    out = tmp_path / "gen"
+    args = ["--data", str(data), "--cpu", "--val-samples", "1", "--batch-size", "2",
+            "--model", "marlin_lip_tiny", "--set", "img_size=48", "--set", "encoder_init=random",
+            "--set", "mouth_input=true", "--set", "mouth_reference=true", "--opening-wt", "1",
+            "--disc-wt", "0", "--sample-every", "2", "--lr", "1e-2",
+            "--log-every", "1", "--steps", "2", "--train-frames", "3"]
+    assert train_generator_main([*args, "--out", str(out), "--reader", str(path), "--reader-wt", "0"]) == 0
+    assert (2, "train/read") not in metrics(out)  # no read term at weight 0
+    assert (out / "samples" / "step_0000002.mp4").exists()  # dubbed as inference does, openings per frame
+    model = checkpoints.load(out / "generator.safetensors").model
+    assert model.config.mouth_reference
+    assert all(b.weight.abs().sum() > 0 for b in model.reference_bias)  # moved from their zero start
+    # what training gives it: the reader's reading of each reference frame's lower half
+    faces = torch.rand(2, 6, 16, 48, 48)
+    got = extra_inputs(model, {"faces": faces}, torch.device("cpu"), reader)["reference_opening"]
+    assert got.shape == (2, 16)
+    lower = faces[:, 3:6, :, 24:].transpose(1, 2).flatten(0, 1)  # a 48 px face's lower half is (24, 48)
+    torch.testing.assert_close(got, reader(lower).reshape(2, 16))
+    torch.testing.assert_close(reference_openings(reader, faces), got)
+    from lipsync.train import cli as train_cli
+
+    capsys.readouterr()
+    assert train_cli([*args, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mouth_reference needs --reader" in err[0]

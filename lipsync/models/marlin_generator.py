@@ -131,6 +131,15 @@ class MarlinLipConfig(ModelConfig):
     # trained by ``lipsync.train --opening-wt``) at inference.  The biases start at zero, so
     # trained weights gain it unchanged (--init --set mouth_input=true)
     mouth_input: bool = False
+    # with ``mouth_input``: also tell the decoder how far the reference frame's own mouth is open
+    # (``reference_opening``, the measured opening of each reference frame), a second bias at every
+    # scale next to the shape's.  Together they say how far the mouth has to move, and which way,
+    # where the decoder would otherwise have to read the reference's opening from its pixels.
+    # Inference measures it from the face-mesh landmarks; training reads it from the reference with
+    # the frozen opening reader (lipsync.train --reader).  Where it is unknown (NaN, or not given)
+    # the frame's own opening is taken to be the one the audio asks for.  The biases start at zero,
+    # so trained weights gain it unchanged (--init --set mouth_reference=true)
+    mouth_reference: bool = False
     # with ``mouth_input``: how far from the typical shape (``MOUTH_SHAPE_MEAN``) the opening
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
     # predicted (1: as predicted).  The decoder learned from measured shapes but also sees the
@@ -188,6 +197,8 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError(f"copy_bias must be a finite number, got {self.copy_bias}")
         if self.copy_bias and not self.composite:
             raise ValueError("copy_bias shifts the composite's mix: set composite=True too")
+        if self.mouth_reference and not self.mouth_input:
+            raise ValueError("mouth_reference is told next to the mouth shape: set mouth_input=True too")
         if not (math.isfinite(self.copy_gate) and self.copy_gate >= 0):
             raise ValueError(f"copy_gate must be a finite number >= 0, got {self.copy_gate}")
         if self.copy_gate and not (self.composite and self.mouth_input):
@@ -291,8 +302,10 @@ def needs_rest(model: nn.Module) -> bool:
 
 def needs_openings(model: nn.Module) -> bool:
     """Whether inference should give ``model`` the mouth opening of each input frame: for ``rest``
-    (:func:`needs_rest`) or for the ``copy_gate``'s ``reference_opening``."""
-    return needs_rest(model) or bool(getattr(getattr(model, "config", None), "copy_gate", 0.0))
+    (:func:`needs_rest`), or as ``reference_opening`` (``copy_gate``, ``mouth_reference``)."""
+    config = getattr(model, "config", None)
+    return needs_rest(model) or bool(getattr(config, "copy_gate", 0.0)) or bool(
+        getattr(config, "mouth_reference", False))
 
 
 def rest_frames(openings: Tensor, window: int) -> Tensor:
@@ -319,7 +332,7 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     """The reference and extra keyword inputs inference gives ``model`` for consecutive windows of
     one face: the frames themselves, or their neighbouring windows (``inference_reference``); for
     ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames; and
-    with ``copy_gate``, those openings themselves as ``reference_opening``.
+    with ``copy_gate`` or ``mouth_reference``, those openings themselves as ``reference_opening``.
 
     Parameters
     ----------
@@ -337,7 +350,7 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     if openings is None:
         openings = torch.full((frames.shape[0],), float("nan"))
     extra = {"rest": rest_frames(openings, window)} if needs_rest(model) else {}
-    if getattr(config, "copy_gate", 0.0):
+    if getattr(config, "copy_gate", 0.0) or getattr(config, "mouth_reference", False):
         extra["reference_opening"] = openings.float()
     return frames, extra
 
@@ -405,7 +418,8 @@ class MarlinLipGenerator(nn.Module):
     """
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
-    grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.")
+    grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.",
+                      "reference_bias.")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -470,6 +484,11 @@ class MarlinLipGenerator(nn.Module):
             widths = [2 * half, *cfg.decoder_channels[: len(self.scales)]]  # what each block (and the
             self.mouth_bias = nn.ModuleList(nn.Linear(2, c) for c in widths)  # output block) takes in
             for bias in self.mouth_bias:
+                nn.init.zeros_(bias.weight)
+                nn.init.zeros_(bias.bias)
+        if cfg.mouth_reference:
+            self.reference_bias = nn.ModuleList(nn.Linear(1, c) for c in widths)
+            for bias in self.reference_bias:
                 nn.init.zeros_(bias.weight)
                 nn.init.zeros_(bias.bias)
         if cfg.freeze_encoder:
@@ -578,9 +597,11 @@ class MarlinLipGenerator(nn.Module):
             ``mouth_width``), as training gives it; rows with a NaN, and all rows when None (as at
             inference), use what ``mouth_head`` predicts from the frame's audio.
         reference_opening:
-            ``(B, T)`` or ``(B*T,)`` float, with ``copy_gate`` only (ignored when it is 0): the
-            measured mouth opening of each reference frame, NaN where unknown (no gate there).
-            Inference passes it (:func:`inference_reference`); training leaves it None.
+            ``(B, T)`` or ``(B*T,)`` float, for ``copy_gate`` and ``mouth_reference`` (ignored
+            without them): the measured mouth opening of each reference frame, NaN where unknown
+            (no gate there; ``mouth_reference`` then takes the opening the audio asks for).
+            Inference passes it (:func:`inference_reference`); training passes it only to
+            ``mouth_reference`` generators (read by the opening reader), so the gate stays off.
 
         Returns
         -------
@@ -597,7 +618,7 @@ class MarlinLipGenerator(nn.Module):
                 raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
                                  f"frame of faces, got {tuple(mouth_shape.shape)}")
         gate_open = None
-        if self.config.copy_gate and reference_opening is not None:
+        if (self.config.copy_gate or self.config.mouth_reference) and reference_opening is not None:
             gate_open = reference_opening.reshape(-1)
             if gate_open.shape[0] != x.shape[0]:
                 raise ValueError(f"reference_opening must be (B, T) or (B*T,), one opening per frame of "
@@ -624,7 +645,7 @@ class MarlinLipGenerator(nn.Module):
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases, said = self._mouth_biases(embedding, mouth_shape)
+        biases, said = self._mouth_biases(embedding, mouth_shape, gate_open)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -649,18 +670,20 @@ class MarlinLipGenerator(nn.Module):
         out = self.output_block[2](logits)
         if self.config.composite:
             logit = COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias
-            if gate_open is not None:
+            if gate_open is not None and self.config.copy_gate:
                 logit = logit + self._copy_gate(said, gate_open).to(logit.dtype)[:, None, None, None]
             a = torch.sigmoid(logit)
             reference = x[:, 3:6] if moved is None else moved
             out = out + a * (reference.to(out.dtype) - out)
         return unfold_frames(out, t)
 
-    def _mouth_biases(self, embedding: Tensor,
-                      mouth_shape: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
-        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``), else [], and the
-        ``(N,)`` opening they stand for in opening units (the head's, before ``mouth_gain``, or the
-        given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
+    def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None,
+                      own: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
+        """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``) and, with
+        ``mouth_reference``, the reference's own opening ``own`` (``(N,)``, NaN where unknown), else
+        []; and the ``(N,)`` opening the shape stands for in opening units (the head's, before
+        ``mouth_gain``, or the given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per
+        decoded frame."""
         if not self.config.mouth_input:
             return [], None
         shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
@@ -671,8 +694,15 @@ class MarlinLipGenerator(nn.Module):
             given = mouth_shape_units(mouth_shape.to(shape.device).float()).to(shape.dtype)
             shape = torch.where(torch.isfinite(given), given, shape)
             said = torch.where(torch.isfinite(given[:, 0]), given[:, 0], said)
+        biases = [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias]
+        if self.config.mouth_reference:  # standardised as the opening is; unknown: what is said
+            mine = said.float() if own is None else (own.to(said.device).float() - MOUTH_SHAPE_MEAN[0]) / \
+                MOUTH_SHAPE_STD[0]
+            mine = torch.where(torch.isfinite(mine), mine, said.float()).to(shape.dtype)[:, None]
+            biases = [b + MOUTH_BIAS_GAIN * r(mine)[:, :, None, None]
+                      for b, r in zip(biases, self.reference_bias)]
         said = said.float() * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
-        return [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias], said
+        return biases, said
 
     def _copy_gate(self, said: Tensor, own: Tensor) -> Tensor:
         """``(N,)`` logit bias of ``copy_gate``: large where the frame's own opening ``own`` is

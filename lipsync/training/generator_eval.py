@@ -15,8 +15,8 @@ from lipsync.models.marlin_generator import inference_reference, needs_rest
 
 from .common import bce, image_rows, lower_half
 
-__all__ = ["expert_similarity", "extra_inputs", "disc_input", "evaluate_generator", "sample_grid",
-           "render_clip"]
+__all__ = ["expert_similarity", "extra_inputs", "disc_input", "evaluate_generator", "reference_openings",
+           "sample_grid", "render_clip"]
 
 
 def expert_similarity(expert: nn.Module, faces: Tensor, mels: Tensor, window_mel: Tensor) -> Tensor:
@@ -43,9 +43,25 @@ def expert_similarity(expert: nn.Module, faces: Tensor, mels: Tensor, window_mel
     return expert.similarity(window_mel, lower_half(faces, expert.config.face_size))
 
 
-def extra_inputs(generator: nn.Module, batch: dict, device: torch.device) -> dict[str, Tensor]:
-    """The keyword inputs ``generator`` needs from a ``LipSyncDataset`` batch besides faces and mels."""
-    return {"rest": batch["rest"].to(device)} if needs_rest(generator) else {}
+def reference_openings(reader: nn.Module, faces: Tensor) -> Tensor:
+    """``(B, 6, T, S, S)`` generator input -> ``(B, T)`` the mouth opening ``reader`` (a frozen
+    :class:`lipsync.models.OpeningReader`) reads in each reference frame."""
+    reference = faces[:, 3:6].float()
+    b, _, t = reference.shape[:3]
+    with torch.no_grad():
+        lower = lower_half(reference, reader.face_size).transpose(1, 2).flatten(0, 1)
+        return reader(lower).float().reshape(b, t)
+
+
+def extra_inputs(generator: nn.Module, batch: dict, device: torch.device,
+                 reader: nn.Module | None = None) -> dict[str, Tensor]:
+    """The keyword inputs ``generator`` needs from a ``LipSyncDataset`` batch besides faces and mels;
+    with ``reader``, a ``mouth_reference`` generator's ``reference_opening`` as well (what
+    inference measures from the landmarks, read from the reference frames here)."""
+    extra = {"rest": batch["rest"].to(device)} if needs_rest(generator) else {}
+    if reader is not None and getattr(getattr(generator, "config", None), "mouth_reference", False):
+        extra["reference_opening"] = reference_openings(reader, batch["faces"].to(device))
+    return extra
 
 
 def disc_input(faces: Tensor, size: int = 96) -> Tensor:
@@ -64,9 +80,11 @@ def _frames_hwc(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_generator(generator: nn.Module, expert: nn.Module | None, dataset: LipSyncDataset, keys: list,
-                       batch_size: int, device: torch.device) -> dict[str, float]:
+                       batch_size: int, device: torch.device,
+                       reader: nn.Module | None = None) -> dict[str, float]:
     """Val metrics over fixed samples: ``val/l1``, ``val/psnr`` (dB), ``val/ssim`` (whole faces, [0, 1]
-    scale) and ``val/sync`` (the expert's BCE against "in sync", when an expert is given)."""
+    scale) and ``val/sync`` (the expert's BCE against "in sync", when an expert is given); ``reader``
+    as :func:`extra_inputs` takes it."""
     was = generator.training
     generator.eval()
     sums = {"val/l1": 0.0, "val/psnr": 0.0, "val/ssim": 0.0, "val/sync": 0.0}
@@ -75,7 +93,7 @@ def evaluate_generator(generator: nn.Module, expert: nn.Module | None, dataset: 
         batch = collate_keys(dataset, keys[lo:lo + batch_size])
         target = batch["target"].to(device)
         pred = generator(batch["faces"].to(device), batch["mels"].to(device),
-                         **extra_inputs(generator, batch, device)).float()
+                         **extra_inputs(generator, batch, device, reader)).float()
         n = pred.shape[0] * pred.shape[2]
         sums["val/l1"] += (pred - target).abs().mean(dim=(1, 3, 4)).sum().item()  # per-frame means
         a, b = _frames_hwc(pred), _frames_hwc(target)
@@ -94,13 +112,16 @@ def evaluate_generator(generator: nn.Module, expert: nn.Module | None, dataset: 
 
 
 @torch.no_grad()
-def sample_grid(generator: nn.Module, dataset: LipSyncDataset, key, device: torch.device) -> np.ndarray:
-    """One val sample as a picture: rows reference / masked input / generated / ground truth."""
+def sample_grid(generator: nn.Module, dataset: LipSyncDataset, key, device: torch.device,
+                reader: nn.Module | None = None) -> np.ndarray:
+    """One val sample as a picture: rows reference / masked input / generated / ground truth
+    (``reader`` as :func:`extra_inputs` takes it)."""
     was = generator.training
     generator.eval()
     item = collate_keys(dataset, [key])
     faces = item["faces"].to(device)
-    pred = generator(faces, item["mels"].to(device), **extra_inputs(generator, item, device)).float().cpu()
+    extra = extra_inputs(generator, item, device, reader)
+    pred = generator(faces, item["mels"].to(device), **extra).float().cpu()
     generator.train(was)
     faces = faces.cpu()
     return image_rows([faces[0, 3:], faces[0, :3], pred[0], item["target"][0]])
@@ -129,8 +150,10 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     generator.eval()
     step = 4 * window
     pred = []
-    for i in range(0, n, step):  # per-window inputs (rest) follow their windows
-        part = {k: v[i // window:(i + step) // window].to(device) for k, v in extra.items()}
+    for i in range(0, n, step):  # per-window inputs (rest) follow their windows, per-frame ones their frames
+        part = {k: (v[i:i + step] if k == "reference_opening" else v[i // window:(i + step) // window])
+                for k, v in extra.items()}
+        part = {k: v.to(device) for k, v in part.items()}
         out = generator(faces[i:i + step].to(device), mels[i:i + step].to(device), **part)
         pred.append(out.float().cpu())
     pred = torch.cat(pred)

@@ -240,8 +240,14 @@ def warp_loss(reference: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
     return total / len(blurs)
 
 
-def _load_reader(cfg: GeneratorTrainConfig, device: torch.device) -> OpeningReader | None:
-    if cfg.reader is None or cfg.reader_wt <= 0:
+def _load_reader(cfg: GeneratorTrainConfig, device: torch.device,
+                 needed: bool = False) -> OpeningReader | None:
+    """The frozen reader: for the read loss (``reader_wt`` > 0), or where ``needed`` (it reads the
+    references' openings for a ``mouth_reference`` generator)."""
+    if needed and cfg.reader is None:
+        raise TrainingError("a generator with mouth_reference needs --reader: it reads each reference "
+                            "frame's mouth opening, as inference measures it from the landmarks")
+    if cfg.reader is None or (cfg.reader_wt <= 0 and not needed):
         return None
     try:
         reader = load(cfg.reader, kind="opening_reader").model
@@ -295,9 +301,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     frames = gen.frames_per_window if gen.frames_per_window > 1 else 5
     expert = _load_expert(cfg, frames, acc.device)
     decoded = _decoded_frames(cfg, gen, frames, expert)
-    reader = _load_reader(cfg, acc.device)
-    disc = _load_disc(cfg)
     gcfg = getattr(gen, "config", None)
+    told = bool(getattr(gcfg, "mouth_reference", False))  # the decoder is told the reference's opening
+    reader = _load_reader(cfg, acc.device, needed=told)
+    ref_reader = reader if told else None
+    disc = _load_disc(cfg)
     if cfg.reference == "window" and getattr(gcfg, "encoder_frames", None) == "reference" \
             and getattr(gcfg, "reference_mask", ()) is None and gcfg.inference_reference == "same":
         log.warning("this generator sees the whole reference, mouth included, and inference shows it the "
@@ -370,7 +378,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
         nonlocal last, sync_wt
         switch = torch.zeros(1, device=acc.device)
         if acc.is_main_process:
-            last = evaluate_generator(core, expert, val_ds, keys, cfg.batch_size, acc.device)
+            last = evaluate_generator(core, expert, val_ds, keys, cfg.batch_size, acc.device, ref_reader)
             off = sync_wt == 0 and expert is not None and cfg.sync_wt > 0
             if off and last["val/sync"] < cfg.sync_threshold:
                 switch += 1
@@ -383,7 +391,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     def samples(step: int) -> None:
         if not acc.is_main_process:
             return
-        grid = sample_grid(core, val_ds, keys[0], acc.device)
+        grid = sample_grid(core, val_ds, keys[0], acc.device, ref_reader)
         save_png(cfg.out / "samples" / f"step_{step:07d}.png", grid)
         logger.image("samples", step, grid)
         if cfg.sample_video:
@@ -413,7 +421,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             opening = batch["opening"].to(acc.device)
-            inputs = extra_inputs(core, batch, acc.device)
+            inputs = extra_inputs(core, batch, acc.device, ref_reader)
             if shaped:  # the decoder is told each target frame's measured mouth shape
                 shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
             with acc.autocast():
@@ -456,7 +464,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 fit, said = torch.isfinite(true), said_shape.pop().float()
                 losses["opening"] = F.mse_loss(said[fit], true[fit]) if fit.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
-            if reader is not None:
+            if reader is not None and cfg.reader_wt > 0:
                 with acc.autocast():
                     read = reader(lower_half(pred, reader.face_size).transpose(1, 2).flatten(0, 1)).float()
                 losses["read"] = F.mse_loss(10.0 * read[known], 10.0 * opening[known]) \
