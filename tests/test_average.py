@@ -70,6 +70,9 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
         ([str(a), str(tmp_path / "missing.safetensors"), "--out", str(out)], "no such file"),
         ([str(a), str(a), "--out", str(a)], "one of the inputs"),
         ([str(a), str(a), "--out", str(tmp_path / "nope" / "o.safetensors")], "does not exist"),
+        ([str(a), "--out", str(out), "--set", "decoder_channels=[8,8,8,8,16]"], "changes the weights"),
+        ([str(a), "--out", str(out), "--set", "copy_bias"], "KEY=VALUE"),
+        ([str(a), "--out", str(out), "--set", "copy_bias=1"], "composite=True"),
     ]
     for argv, message in cases:
         capsys.readouterr()
@@ -78,3 +81,27 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert a.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]
+
+
+def test_set_resaves_one_checkpoint_with_an_inference_field_changed(tmp_path):
+    """--set on one checkpoint: the same weights, the field changed, the rest of the metadata kept;
+    with several, the mean gets the change."""
+    import json
+
+    src = tmp_path / "g.safetensors"
+    model = saved_generator(src, seed=3, steps=700, composite=True, mouth_input=True)
+    out = tmp_path / "gated.safetensors"
+    assert cli([str(src), "--out", str(out), "--set", "copy_bias=0.5", "--set", "copy_gate=3"]) == 0
+    again = checkpoints.load(out)
+    cfg = again.model.config
+    assert (cfg.copy_bias, cfg.copy_gate, cfg.decoder_channels) == (0.5, 3.0, model.config.decoder_channels)
+    assert again.meta["steps"] == 700 and again.meta["trained_on"] == "test clips"
+    assert json.loads(again.meta["config_changed"]) == {"copy_bias": 0.5, "copy_gate": 3}
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[k], v), k
+    second = tmp_path / "g2.safetensors"
+    saved_generator(second, seed=4, steps=800, composite=True, mouth_input=True)
+    both = tmp_path / "both.safetensors"
+    assert cli([str(src), str(second), "--out", str(both), "--set", "copy_bias=0.5"]) == 0
+    mean = checkpoints.load(both)
+    assert mean.model.config.copy_bias == 0.5 and len(mean.meta["averaged_from"]) == 2

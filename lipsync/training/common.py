@@ -102,7 +102,7 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
         except CheckpointError as e:
             raise TrainingError(str(e)) from e
         if overrides:
-            model = _reconfigured(model, overrides, init)
+            model = reconfigured(model, overrides, init)
     else:
         if name not in MODELS or MODELS[name].architecture not in kinds:
             valid = [k for k, spec in MODELS.items() if spec.architecture in kinds]
@@ -124,7 +124,7 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
     return model.train()
 
 
-def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) -> nn.Module:
+def reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) -> nn.Module:
     """``model`` rebuilt with config ``overrides`` and its weights copied over.
 
     For fields that leave every weight's shape alone (e.g. ``reference_mask``, ``audio_skip`` is
@@ -136,7 +136,7 @@ def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) ->
 
     config = getattr(model, "config", None)
     if config is None or not dataclasses.is_dataclass(config):
-        raise TrainingError(f"--set {dict(overrides)}: {type(model).__name__} from --init {init} "
+        raise TrainingError(f"--set {dict(overrides)}: {type(model).__name__} from {init} "
                             "has no config to change")
     try:
         new = type(model)(dataclasses.replace(config, **overrides))
@@ -149,8 +149,8 @@ def _reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) ->
         k not in old or k not in fresh or old[k].shape != fresh[k].shape))
     if misfit:
         shown = ", ".join(misfit[:4]) + (f" and {len(misfit) - 4} more" if len(misfit) > 4 else "")
-        raise TrainingError(f"--set {dict(overrides)} changes the weights of --init {init} ({shown}); "
-                            "only fields that keep every weight's shape can change when fine-tuning")
+        raise TrainingError(f"--set {dict(overrides)} changes the weights of {init} ({shown}); "
+                            "only fields that keep every weight's shape can change on trained weights")
     new.load_state_dict({**{k: fresh[k] for k in added}, **old})
     return new
 
