@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["config_changed"] = json.dumps(overrides, sort_keys=True, default=list)
     save(out, model, meta)
     log = logging.getLogger(__name__)
-    if "averaged_from" in meta:
+    if len(a.checkpoints) > 1:
         steps = ", ".join(str(item["steps"]) for item in meta["averaged_from"])
         log.info("averaged %d checkpoints (steps %s) into %s", len(a.checkpoints), steps, out)
     else:

@@ -56,6 +56,7 @@ def test_shipped_generators_load_and_dub_one_window():
     cfg = loaded.model.config
     assert cfg.mouth_input and cfg.warp and cfg.composite and cfg.reference_mask is None
     assert cfg.copy_bias > 0  # re-saved to keep more of the frame (checkpoints/README.md)
+    assert cfg.mouth_reference and cfg.copy_gate > 0  # told, and gated by, each frame's own opening
     assert "synthetic" in loaded.meta["trained_on"] and "counterfactual" in loaded.meta["recipe"]
     _dubs_one_window(loaded.model.eval())
     masked = load(ROOT / "checkpoints" / "lipsync_masked_synth.safetensors")
