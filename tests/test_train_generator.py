@@ -492,6 +492,19 @@ def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, n
     assert e.value.code == 2 and "--warp-wt" in capsys.readouterr().err
 
 
+def _wake(model, biases, faces, mels, **inputs) -> None:
+    """One backward pass of an L1 through ``model`` given ``inputs``: every one of ``biases`` (grown
+    at zero) gets a gradient, i.e. every decoder scale learns from the input; then random weights
+    for them, as training would leave, and eval mode."""
+    model.train()
+    (model(faces, mels, **inputs) - torch.rand(faces.shape[0], 3, *faces.shape[2:])).abs().mean().backward()
+    assert all(b.weight.grad.abs().sum() > 0 for b in biases)
+    with torch.no_grad():
+        for b in biases:
+            b.weight.normal_()
+    model.eval()
+
+
 def test_init_with_set_grows_mouth_input_that_starts_neutral(tmp_path):
     """--init --set mouth_input=true: zero biases, the same output; then the measured shape (or,
     where it is unknown, the audio head's) steers every decoder scale."""
@@ -508,13 +521,7 @@ def test_init_with_set_grows_mouth_input_that_starts_neutral(tmp_path):
         torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=1e-5)
         told = model(faces, mels, mouth_shape=shape)
         torch.testing.assert_close(told, base(faces, mels), rtol=0, atol=1e-5)
-    model.train()
-    (model(faces, mels, mouth_shape=shape) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
-    assert all(b.weight.grad.abs().sum() > 0 for b in model.mouth_bias)  # every scale learns from it
-    with torch.no_grad():
-        for b in model.mouth_bias:
-            b.weight.normal_()
-    model.eval()
+    _wake(model, model.mouth_bias, faces, mels, mouth_shape=shape)
     with torch.no_grad():
         told = model(faces, mels, mouth_shape=shape)
         heard = model(faces, mels)  # inference: the head's shape
@@ -555,13 +562,7 @@ def test_mouth_reference_grows_neutral_and_tells_the_decoder_the_frames_own_open
     with torch.no_grad():
         plain = base(faces, mels)
         torch.testing.assert_close(model(faces, mels, reference_opening=own), plain, rtol=0, atol=1e-5)
-    model.train()
-    (model(faces, mels, reference_opening=own) - torch.rand(2, 3, 16, 48, 48)).abs().mean().backward()
-    assert all(b.weight.grad.abs().sum() > 0 for b in model.reference_bias)  # every scale learns from it
-    with torch.no_grad():
-        for b in model.reference_bias:
-            b.weight.normal_()
-    model.eval()
+    _wake(model, model.reference_bias, faces, mels, reference_opening=own)
     with torch.no_grad():
         told = model(faces, mels, reference_opening=own)
         assert (told - plain).abs().max() > 1e-2
@@ -601,9 +602,11 @@ def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
         embedding = plain.audio_encoder(mels.flatten(0, 1))
         said = plain.mouth_head(embedding.flatten(1))
         doubled = said * torch.tensor([2.0, 1.0])
-        biases = swung._mouth_biases(embedding, None)
+        biases, opening = swung._mouth_biases(embedding, None)
         for bias, layer in zip(biases, plain.mouth_bias):
             torch.testing.assert_close(bias[:, :, 0, 0], mg.MOUTH_BIAS_GAIN * layer(doubled))
+        # the opening the copy gate compares is the head's own, before the swing
+        torch.testing.assert_close(opening, said[:, 0] * mg.MOUTH_SHAPE_STD[0] + mg.MOUTH_SHAPE_MEAN[0])
         assert (swung(faces, mels) - plain(faces, mels)).abs().max() > 1e-3
         told = plain(faces, mels, mouth_shape=shape)
         torch.testing.assert_close(swung(faces, mels, mouth_shape=shape), told)
@@ -687,6 +690,9 @@ def test_copy_gate_copies_frames_whose_own_opening_matches_the_audio(tmp_path):
         again = checkpoints.load(checkpoints.save(tmp_path / "gated.safetensors", gated)).model.eval()
         assert (again.config.copy_gate, again.config.copy_gate_width) == (2.0, 0.05)
         torch.testing.assert_close(again(faces, mels, reference_opening=own), more)
+        # in train mode the mix learns without the gate
+        plain.train(), gated.train()
+        torch.testing.assert_close(gated(faces, mels, reference_opening=own), plain(faces, mels))
     # inference gives the gate each reference frame's opening, NaN where there are none
     _, extra = inference_reference(gated, torch.rand(16, 3, 48, 48), own, 16)
     torch.testing.assert_close(extra["reference_opening"], own, equal_nan=True)

@@ -266,7 +266,7 @@ class Engine:
         batch_crops = np.stack([crops[src][0] for _, src, _ in slots])
         batch_mels = mels.windows([items[k].index for k, _, _ in slots])
         openings = None
-        if self.runner.needs_openings:  # for the most closed mouth of each window, or the copy gate
+        if self.runner.needs_openings:  # each window's most closed mouth, the copy gate, mouth_reference
             openings = np.array([_opening(items[src].track) for _, src, _ in slots], np.float32)
         generated = self.runner(batch_crops, batch_mels, self.times, openings)
         out_for = {k: generated[pos] for pos, (k, src, pad) in enumerate(slots) if k == src and not pad}

@@ -114,7 +114,8 @@ class GeneratorRunner:
         mels : (N, 80, 16) float32 mel windows in [-4, 4], one per crop
         openings : (N,) float mouth opening of each crop's face (NaN where unknown), for a
             generator with ``reference_fill="rest"`` (each window's most closed mouth is shown in
-            the reference; without them, its first frame) or ``copy_gate`` (without them, no gate)
+            the reference; without them, its first frame), ``copy_gate`` (without them, no gate)
+            or ``mouth_reference`` (without them, each frame's mouth counts as open as the audio asks)
 
         Returns
         -------

@@ -161,10 +161,11 @@ class MarlinLipConfig(ModelConfig):
     # reference in frames whose own mouth is already open about as far as this frame's audio asks,
     # ``copy_gate * exp(-((said - own) / copy_gate_width)**2)``, ``said`` the opening ``mouth_head``
     # predicts and ``own`` the reference frame's opening measured from its face-mesh landmarks
-    # (``reference_opening``; inference passes it, training does not, so the gate is off there).
-    # There the frame's own sharp lips are the right answer and the decoder's soft redraw of them
-    # only costs; where the audio asks for another opening the mix is left as trained.  It
-    # changes no weight (what it did: checkpoints/README.md)
+    # (``reference_opening``).  In eval mode only: inference, and the val figures of a training
+    # run; in train mode the mix learns without it.  There the frame's own sharp lips are the
+    # right answer and the decoder's soft redraw of them only costs; where the audio asks for
+    # another opening the mix is left as trained.  It changes no weight (what it did:
+    # checkpoints/README.md)
     copy_gate: float = 0.0
     copy_gate_width: float = 0.03  # in opening units (closed about 0, wide open 0.3-0.5)
     # the reference inference gives the generator: "same" (the frames themselves, as Wav2Lip; use
@@ -600,8 +601,8 @@ class MarlinLipGenerator(nn.Module):
             ``(B, T)`` or ``(B*T,)`` float, for ``copy_gate`` and ``mouth_reference`` (ignored
             without them): the measured mouth opening of each reference frame, NaN where unknown
             (no gate there; ``mouth_reference`` then takes the opening the audio asks for).
-            Inference passes it (:func:`inference_reference`); training passes it only to
-            ``mouth_reference`` generators (read by the opening reader), so the gate stays off.
+            Inference passes it (:func:`inference_reference`), training to ``mouth_reference``
+            generators (read by the opening reader); the gate acts in eval mode only.
 
         Returns
         -------
@@ -670,7 +671,7 @@ class MarlinLipGenerator(nn.Module):
         out = self.output_block[2](logits)
         if self.config.composite:
             logit = COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias
-            if gate_open is not None and self.config.copy_gate:
+            if gate_open is not None and self.config.copy_gate and not self.training:
                 logit = logit + self._copy_gate(said, gate_open).to(logit.dtype)[:, None, None, None]
             a = torch.sigmoid(logit)
             reference = x[:, 3:6] if moved is None else moved
