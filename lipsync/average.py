@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
                    help="two or more checkpoints of one model (same architecture and config); one "
                         "with --set")
-    p.add_argument("--out", type=Path, required=True, help="averaged checkpoint to write (.safetensors)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="checkpoint to write (.safetensors): the mean, or the one re-saved with --set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a config field that leaves every weight as it is (repeatable), e.g. "
                         "copy_bias=0.75; modules a field adds start neutral, any other change is refused")
