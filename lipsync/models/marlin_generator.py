@@ -74,7 +74,7 @@ from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tok
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
            "mouth_shape_units", "needs_openings", "needs_rest", "neighbour_reference", "rest_frames",
-           "warp_image"]
+           "takes_reference_opening", "warp_image"]
 
 
 @dataclass(frozen=True)
@@ -301,12 +301,16 @@ def needs_rest(model: nn.Module) -> bool:
         getattr(config, "reference_mask", None) is not None)
 
 
+def takes_reference_opening(model: nn.Module) -> bool:
+    """Whether ``model`` uses ``reference_opening`` (``copy_gate`` or ``mouth_reference``)."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "copy_gate", 0.0)) or bool(getattr(config, "mouth_reference", False))
+
+
 def needs_openings(model: nn.Module) -> bool:
     """Whether inference should give ``model`` the mouth opening of each input frame: for ``rest``
-    (:func:`needs_rest`), or as ``reference_opening`` (``copy_gate``, ``mouth_reference``)."""
-    config = getattr(model, "config", None)
-    return needs_rest(model) or bool(getattr(config, "copy_gate", 0.0)) or bool(
-        getattr(config, "mouth_reference", False))
+    (:func:`needs_rest`), or as ``reference_opening`` (:func:`takes_reference_opening`)."""
+    return needs_rest(model) or takes_reference_opening(model)
 
 
 def rest_frames(openings: Tensor, window: int) -> Tensor:
@@ -351,7 +355,7 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     if openings is None:
         openings = torch.full((frames.shape[0],), float("nan"))
     extra = {"rest": rest_frames(openings, window)} if needs_rest(model) else {}
-    if getattr(config, "copy_gate", 0.0) or getattr(config, "mouth_reference", False):
+    if takes_reference_opening(model):
         extra["reference_opening"] = openings.float()
     return frames, extra
 
@@ -618,10 +622,10 @@ class MarlinLipGenerator(nn.Module):
             if mouth_shape.shape[0] != x.shape[0]:
                 raise ValueError(f"mouth_shape must be (B, T, 2) or (B*T, 2), one (opening, width) per "
                                  f"frame of faces, got {tuple(mouth_shape.shape)}")
-        gate_open = None
-        if (self.config.copy_gate or self.config.mouth_reference) and reference_opening is not None:
-            gate_open = reference_opening.reshape(-1)
-            if gate_open.shape[0] != x.shape[0]:
+        own = None  # each decoded frame's reference opening, where the config uses it
+        if takes_reference_opening(self) and reference_opening is not None:
+            own = reference_opening.reshape(-1)
+            if own.shape[0] != x.shape[0]:
                 raise ValueError(f"reference_opening must be (B, T) or (B*T,), one opening per frame of "
                                  f"faces, got {tuple(reference_opening.shape)}")
         x = self._mask_reference(x, rest)
@@ -641,12 +645,12 @@ class MarlinLipGenerator(nn.Module):
             x, m, maps, t = x[rows], m[rows], maps[rows], frames.shape[1]
             if mouth_shape is not None:
                 mouth_shape = mouth_shape[rows.to(mouth_shape.device)]
-            if gate_open is not None:
-                gate_open = gate_open[rows.to(gate_open.device)]
+            if own is not None:
+                own = own[rows.to(own.device)]
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases, said = self._mouth_biases(embedding, mouth_shape, gate_open)
+        biases, said = self._mouth_biases(embedding, mouth_shape, own)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -671,8 +675,8 @@ class MarlinLipGenerator(nn.Module):
         out = self.output_block[2](logits)
         if self.config.composite:
             logit = COMPOSITE_GAIN * self.composite(features) + self.config.copy_bias
-            if gate_open is not None and self.config.copy_gate and not self.training:
-                logit = logit + self._copy_gate(said, gate_open).to(logit.dtype)[:, None, None, None]
+            if own is not None and self.config.copy_gate and not self.training:
+                logit = logit + self._copy_gate(said, own).to(logit.dtype)[:, None, None, None]
             a = torch.sigmoid(logit)
             reference = x[:, 3:6] if moved is None else moved
             out = out + a * (reference.to(out.dtype) - out)

@@ -150,10 +150,9 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     generator.eval()
     step = 4 * window
     pred = []
-    for i in range(0, n, step):  # per-window inputs (rest) follow their windows, per-frame ones their frames
-        part = {k: (v[i:i + step] if k == "reference_opening" else v[i // window:(i + step) // window])
+    for i in range(0, n, step):  # per-frame inputs follow their frames, per-window ones (rest) their windows
+        part = {k: (v[i:i + step] if len(v) == n else v[i // window:(i + step) // window]).to(device)
                 for k, v in extra.items()}
-        part = {k: v.to(device) for k, v in part.items()}
         out = generator(faces[i:i + step].to(device), mels[i:i + step].to(device), **part)
         pred.append(out.float().cpu())
     pred = torch.cat(pred)

@@ -421,7 +421,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             opening = batch["opening"].to(acc.device)
-            inputs = extra_inputs(core, batch, acc.device, ref_reader)
+            inputs = extra_inputs(core, {**batch, "faces": faces}, acc.device, ref_reader)  # faces: on device
             if shaped:  # the decoder is told each target frame's measured mouth shape
                 shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
             with acc.autocast():
