@@ -73,8 +73,8 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "mouth_shape_units", "needs_openings", "needs_rest", "neighbour_reference", "rest_frames",
-           "takes_reference_opening", "warp_image"]
+           "mouth_shape_units", "needs_openings", "needs_rest", "neighbour_reference", "opening_units",
+           "rest_frames", "takes_reference_opening", "warp_image"]
 
 
 @dataclass(frozen=True)
@@ -701,12 +701,11 @@ class MarlinLipGenerator(nn.Module):
             said = torch.where(torch.isfinite(given[:, 0]), given[:, 0], said)
         biases = [MOUTH_BIAS_GAIN * bias(shape)[:, :, None, None] for bias in self.mouth_bias]
         if self.config.mouth_reference:  # standardised as the opening is; unknown: what is said
-            mine = said.float() if own is None else (own.to(said.device).float() - MOUTH_SHAPE_MEAN[0]) / \
-                MOUTH_SHAPE_STD[0]
+            mine = said.float() if own is None else opening_units(own.to(said.device).float())
             mine = torch.where(torch.isfinite(mine), mine, said.float()).to(shape.dtype)[:, None]
             biases = [b + MOUTH_BIAS_GAIN * r(mine)[:, :, None, None]
                       for b, r in zip(biases, self.reference_bias)]
-        said = said.float() * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
+        said = opening_units(said.float(), inverse=True)
         return biases, said
 
     def _copy_gate(self, said: Tensor, own: Tensor) -> Tensor:
@@ -729,6 +728,14 @@ def mouth_shape_units(shape: Tensor) -> Tensor:
     mean = torch.tensor(MOUTH_SHAPE_MEAN, device=shape.device, dtype=shape.dtype)
     std = torch.tensor(MOUTH_SHAPE_STD, device=shape.device, dtype=shape.dtype)
     return (shape - mean) / std
+
+
+def opening_units(opening: Tensor, inverse: bool = False) -> Tensor:
+    """The opening alone: measured -> the standardised scale of ``mouth_shape_units``' first column
+    (``inverse``: back to measured)."""
+    if inverse:
+        return opening * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
+    return (opening - MOUTH_SHAPE_MEAN[0]) / MOUTH_SHAPE_STD[0]
 
 
 def _extra(x: Tensor, skip: Tensor | None, size: int) -> list[Tensor]:
