@@ -90,6 +90,29 @@ def test_patch_membership_any_pixel_and_first_frame_of_tubelet():
     assert patch_membership(odd, CFG)[0, 0, 3].nonzero().tolist() == [[0, 3]]
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.sampled_from([64, 50]), wide=st.booleans())
+def test_patch_membership_matches_a_per_patch_set(seed, size, wide):
+    """Random label maps, uint8 (the loader's) or int64, on the exact grid or pooled onto it: each
+    patch holds exactly the regions some pixel of it has, in the first frame of its tubelet."""
+    rng = np.random.default_rng(seed)
+    shape = (2, CFG.n_frames, size, size)
+    labels = rng.integers(0, 7, shape) * (rng.random(shape) < 0.3)  # mostly background, some of each
+    regions = torch.from_numpy(labels.astype(np.int64 if wide else np.uint8))
+    member = patch_membership(regions, CFG)
+    t_grid, h_grid, w_grid = CFG.grid
+    assert member.shape == (2, t_grid, 7, h_grid, w_grid) and member.dtype == torch.bool
+    for b in range(2):
+        for t in range(t_grid):
+            frame = labels[b, t * CFG.tubelet_size]
+            for i in range(h_grid):
+                for j in range(w_grid):  # the pixels adaptive pooling assigns to cell (i, j)
+                    ys = slice(i * size // h_grid, -(-(i + 1) * size // h_grid))
+                    xs = slice(j * size // w_grid, -(-(j + 1) * size // w_grid))
+                    expected = set(np.unique(frame[ys, xs]).tolist())
+                    assert set(member[b, t, :, i, j].nonzero().flatten().tolist()) == expected
+
+
 def test_fasking_masks_facial_parts_when_background_and_skin_suffice():
     centres = [(112, 112)] * 16
     regions = face_labels(16, 224, centres, face=100)[None].expand(4, -1, -1, -1).contiguous()
