@@ -1,7 +1,7 @@
 """Benchmark MARLIN feature extraction: this project vs the reference (marlin-pytorch 0.3.4).
 
     python bench/marlin.py                       # vit_small and vit_base on the CPU
-    python bench/marlin.py --device cuda --bf16  # on a GPU, also bfloat16 autocast
+    python bench/marlin.py --device cuda --bf16  # on a GPU, also both under bfloat16 autocast
 
 Both implementations get the same random weights (the reference's state dict is loaded into
 ours) and the same clips; the script prints clips per second of ``extract_features``

@@ -83,10 +83,10 @@ def patch_membership(regions: Tensor, config: MarlinConfig) -> Tensor:
     b, _, height, width = labels.shape
     if height % h_grid == 0 and width % w_grid == 0:  # exact patches: "any pixel" by reshaping
         # each pixel's region as one bit, OR-ed over the patch's pixels, in numpy: torch has no OR
-        # reduction, and a chain of small multi-threaded torch ops doing it stalled while the
-        # loader's workers held the cores (a vit_base GPU pretraining step went from 0.5 to 0.85 s:
-        # its main process draws every batch's masks). Single-threaded, this is 2x faster than the
-        # int64 scatter it replaced on 2 idle cores, 4x with the cores busy
+        # reduction, and a chain of small multi-threaded torch ops doing it (tried) stalled while
+        # the loader's workers held the cores: a vit_base GPU pretraining step went from 0.5 to
+        # 0.85 s, as its main process draws every batch's masks. Single-threaded numpy is 2x faster
+        # than an int64 scatter of the labels on 2 idle cores, 4x with the cores busy
         bits = np.left_shift(np.uint8(1), labels.numpy().astype(np.uint8))
         bits = bits.reshape(b, t_grid, h_grid, height // h_grid, w_grid, width // w_grid)
         cells = np.bitwise_or.reduce(bits, axis=(3, 5))  # (B, T', H', W'): a bit per region present
