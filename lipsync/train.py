@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-wt", type=float, default=0.0,
                    help="weight of the L1 between the generated and true frames' pixel differences "
                         "(their edges) inside the lips' region, against soft lips (0: off)")
+    p.add_argument("--change-wt", type=float, default=0.0,
+                   help="weight of the L1 over the pixels where the target differs from the reference "
+                        "(what the audio has to redraw; meant for --reference counterfactual) (0: off)")
     p.add_argument("--reference", default="window", choices=REFERENCES,
                    help="the reference each training sample shows the generator: 'window', another "
                         "window of the clip (Wav2Lip); 'counterfactual', the target frames themselves "
@@ -101,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
                existing=("data", "init", "marlin_checkpoint", "expert", "disc_init", "reader"))
-    if min(a.mouth_wt, a.train_frames, a.opening_wt, a.reader_wt, a.warp_wt, a.edge_wt) < 0:
-        p.error(f"--mouth-wt, --opening-wt, --reader-wt, --warp-wt, --edge-wt and --train-frames must be "
-                f">= 0, got {a.mouth_wt}, {a.opening_wt}, {a.reader_wt}, {a.warp_wt}, {a.edge_wt}, "
-                f"{a.train_frames}")
+    if min(a.mouth_wt, a.train_frames, a.opening_wt, a.reader_wt, a.warp_wt, a.edge_wt, a.change_wt) < 0:
+        p.error(f"--mouth-wt, --opening-wt, --reader-wt, --warp-wt, --edge-wt, --change-wt and --train-frames "
+                f"must be >= 0, got {a.mouth_wt}, {a.opening_wt}, {a.reader_wt}, {a.warp_wt}, {a.edge_wt}, "
+                f"{a.change_wt}, {a.train_frames}")
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         init=a.init, marlin_checkpoint=a.marlin_checkpoint, expert=a.expert, disc_init=a.disc_init,
         reader=a.reader, reader_wt=a.reader_wt,
         disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt, warp_wt=a.warp_wt,
-        edge_wt=a.edge_wt,
+        edge_wt=a.edge_wt, change_wt=a.change_wt,
         train_frames=a.train_frames, reference=a.reference,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,

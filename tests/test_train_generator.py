@@ -478,6 +478,34 @@ def test_edge_weight_adds_the_lips_edge_term(tmp_path, expert, narrow, capsys):
     assert e.value.code == 2 and "--edge-wt" in capsys.readouterr().err
 
 
+def test_change_loss_charges_only_what_differs_from_the_reference():
+    """change_loss: the L1 over the pixels where the target differs from the reference, at their
+    own scale (not diluted by the unchanged rest), blind to errors where nothing changed, 0 when
+    nothing changed at all."""
+    from lipsync.training.generator_loop import CHANGE_LEVEL, change_loss
+
+    target = torch.full((1, 3, 2, 16, 16), 0.5)
+    reference = target.clone()
+    reference[..., 4:8, 4:8] = 0.1  # 16 of 256 pixels per frame differ (the "mouth" to redraw)
+    pred = reference.clone()  # copies the reference: wrong by 0.4 on exactly those pixels
+    assert change_loss(pred, target, reference).item() == pytest.approx(0.4)
+    assert change_loss(target, target, reference).item() == 0.0
+    off = target.clone()
+    off[..., 12:, 12:] = 0.0  # wrong where the target equals the reference
+    assert change_loss(off, target, reference).item() == 0.0
+    faint = target + CHANGE_LEVEL / 2  # a difference under the threshold is no change
+    assert change_loss(reference, target, faint).item() == 0.0
+
+
+def test_change_weight_adds_the_redraw_term(tmp_path, expert, narrow, capsys):
+    """--change-wt adds the changed pixels' L1 to the documented mix; a negative weight is refused."""
+    args, _, change = _train_tiny_marlin(tmp_path, expert, 2, "change", 2.0, "--change-wt", "2")
+    assert change > 0
+    with pytest.raises(SystemExit) as e:
+        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--change-wt", "-1"])
+    assert e.value.code == 2 and "--change-wt" in capsys.readouterr().err
+
+
 def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, narrow, capsys):
     """--warp-wt adds the L1 of the warped reference in the lips' region to the documented mix."""
     args, out, warp = _train_tiny_marlin(tmp_path, expert, 2, "warp", 2.0, "--set", "composite=true",

@@ -32,6 +32,13 @@ Recipe (REFERENCE.md 2)::
   prediction uses against blur).  A mouth drawn soft has the right mean colours but weak
   differences across the lips' edges, which plain L1 barely charges for; this term charges the
   missing edges directly;
+- change (``change_wt``, 0 by default): L1 on the pixels where the target differs from the
+  reference by more than ``CHANGE_LEVEL`` (the mean over RGB), averaged over those pixels alone.
+  With references that show the right face (``reference="counterfactual"``, as inference does),
+  those are the pixels the audio has to redraw, the open mouth's gap, teeth and moved lips: a
+  few percent of the face, under a tenth of the lips' region, so L1 and the lips' L1 let a
+  generator that copies its reference's closed mouth where it is unsure lose little for it;
+  this term charges the redraw at its own scale;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
   ``sync_wt`` starts at 0 and switches to ``sync_wt`` (0.03) once the eval sync loss falls below
   ``sync_threshold`` (0.75) -- or from the start with ``sync_from_start``;
@@ -134,6 +141,7 @@ class GeneratorTrainConfig:
     opening_wt: float = 0.0  # weight of the auxiliary mouth-opening read-out of the audio embedding
     warp_wt: float = 0.0  # weight of the L1 of the warped reference in the lips' region (warp generators)
     edge_wt: float = 0.0  # weight of the L1 of the pixel differences (edges) in the lips' region
+    change_wt: float = 0.0  # weight of the L1 where the target differs from the reference (change_loss)
     # where each sample's reference window comes from (LipSyncDataset ``reference``): "window" (another
     # window of the clip) or "counterfactual" (the same frames with a mouth speaking other speech)
     reference: str = "window"
@@ -208,6 +216,20 @@ def edge_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
         m = torch.maximum(mask.narrow(dim, 0, n), mask.narrow(dim, 1, n))
         total = total + masked_l1(dp, dt, m)
     return total / 2
+
+
+#: a target pixel counts as changed from the reference (``change_loss``) above this mean absolute
+#: RGB difference, [0, 1] scale: about 20 8-bit levels, well above the few levels video coding
+#: and re-rendering leave between the two where the face is the same
+CHANGE_LEVEL = 0.08
+
+
+def change_loss(pred: torch.Tensor, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean absolute RGB difference between ``pred`` and ``target`` over the pixels where
+    ``target`` differs from ``reference`` by more than ``CHANGE_LEVEL`` (0 where none does).
+    All three ``(B, 3, K, H, W)``; the colour axis is 1."""
+    changed = ((target - reference).abs().mean(dim=1, keepdim=True) > CHANGE_LEVEL).float()
+    return masked_l1(pred, target, changed)
 
 
 def warp_loss(reference: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
@@ -432,12 +454,15 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     rows = pick[:, None, :, None, None]
                     target = target.gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
                     mouth = mouth.gather(2, rows.expand(-1, 1, -1, *mouth.shape[-2:]))
+                    if cfg.change_wt > 0:
+                        reference = faces[:, 3:6].gather(2, rows.expand(-1, 3, -1, *target.shape[-2:]))
                     mels = mels.gather(1, pick[:, :, None, None, None].expand(-1, -1, *mels.shape[2:]))
                     opening = opening.gather(1, pick)
                     if shaped:
                         shape = shape.gather(1, pick[..., None].expand(-1, -1, 2))
                 else:
                     pred = ddp(faces, mels, **inputs)
+                    reference = faces[:, 3:6]
             pred = pred.float()
             l1 = F.l1_loss(pred, target)
             losses = {"l1": l1}
@@ -448,6 +473,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             if cfg.edge_wt > 0:
                 losses["edge"] = edge_loss(pred, target, mouth)
                 recon = recon + cfg.edge_wt * losses["edge"]
+            if cfg.change_wt > 0:
+                losses["change"] = change_loss(pred, target, reference.float())
+                recon = recon + cfg.change_wt * losses["change"]
             if cfg.warp_wt > 0:
                 losses["warp"] = warp_loss(*warped.pop(), target, mouth)
                 recon = recon + cfg.warp_wt * losses["warp"]
