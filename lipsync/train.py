@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     check_args(p, a, positive=("steps", "batch_size", "log_every", "save_every", "eval_every", "val_samples"),
                existing=("data", "init", "marlin_checkpoint", "expert", "disc_init", "reader"))
     if min(a.mouth_wt, a.train_frames, a.opening_wt, a.reader_wt, a.warp_wt, a.edge_wt, a.change_wt) < 0:
-        p.error(f"--mouth-wt, --opening-wt, --reader-wt, --warp-wt, --edge-wt, --change-wt and --train-frames "
-                f"must be >= 0, got {a.mouth_wt}, {a.opening_wt}, {a.reader_wt}, {a.warp_wt}, {a.edge_wt}, "
-                f"{a.change_wt}, {a.train_frames}")
+        p.error(f"--mouth-wt, --opening-wt, --reader-wt, --warp-wt, --edge-wt, --change-wt and "
+                f"--train-frames must be >= 0, got {a.mouth_wt}, {a.opening_wt}, {a.reader_wt}, "
+                f"{a.warp_wt}, {a.edge_wt}, {a.change_wt}, {a.train_frames}")
     if not 0 <= a.sync_wt + max(a.disc_wt, 0.0) < 1 or a.sync_wt < 0 or a.disc_wt < 0:
         p.error(f"need --sync-wt, --disc-wt >= 0 and --sync-wt + --disc-wt < 1, got {a.sync_wt}, {a.disc_wt}")
     cfg = GeneratorTrainConfig(

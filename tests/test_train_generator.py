@@ -469,13 +469,16 @@ def test_edge_loss_charges_soft_edges_inside_the_mask_only():
     assert edge_loss(elsewhere, target, mask).item() == 0.0
 
 
-def test_edge_weight_adds_the_lips_edge_term(tmp_path, expert, narrow, capsys):
-    """--edge-wt adds the lips' edge L1 to the documented mix; a negative weight is refused."""
-    args, _, edge = _train_tiny_marlin(tmp_path, expert, 2, "edge", 2.0, "--edge-wt", "2")
-    assert edge > 0
+@pytest.mark.parametrize("term", ["edge", "change"])
+def test_weight_adds_its_term(tmp_path, expert, narrow, capsys, term):
+    """--edge-wt (the lips' edge L1) and --change-wt (the changed pixels' L1) add their term to the
+    documented mix; a negative weight is refused."""
+    flag = f"--{term}-wt"
+    args, _, value = _train_tiny_marlin(tmp_path, expert, 2, term, 2.0, flag, "2")
+    assert value > 0
     with pytest.raises(SystemExit) as e:
-        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--edge-wt", "-1"])
-    assert e.value.code == 2 and "--edge-wt" in capsys.readouterr().err
+        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", flag, "-1"])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
 def test_change_loss_charges_only_what_differs_from_the_reference():
@@ -495,15 +498,6 @@ def test_change_loss_charges_only_what_differs_from_the_reference():
     assert change_loss(off, target, reference).item() == 0.0
     faint = target + CHANGE_LEVEL / 2  # a difference under the threshold is no change
     assert change_loss(reference, target, faint).item() == 0.0
-
-
-def test_change_weight_adds_the_redraw_term(tmp_path, expert, narrow, capsys):
-    """--change-wt adds the changed pixels' L1 to the documented mix; a negative weight is refused."""
-    args, _, change = _train_tiny_marlin(tmp_path, expert, 2, "change", 2.0, "--change-wt", "2")
-    assert change > 0
-    with pytest.raises(SystemExit) as e:
-        cli([*args, "--out", str(tmp_path / "neg"), "--steps", "1", "--change-wt", "-1"])
-    assert e.value.code == 2 and "--change-wt" in capsys.readouterr().err
 
 
 def test_warp_weight_trains_the_flow_on_the_warped_reference(tmp_path, expert, narrow, capsys):
