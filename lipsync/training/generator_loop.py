@@ -35,8 +35,8 @@ Recipe (REFERENCE.md 2)::
 - change (``change_wt``, 0 by default): L1 on the pixels where the target differs from the
   reference by more than ``CHANGE_LEVEL`` (the mean over RGB), averaged over those pixels alone.
   With references that show the right face (``reference="counterfactual"``, as inference does),
-  those are the pixels the audio has to redraw, the open mouth's gap, teeth and moved lips: a
-  few percent of the face, under a tenth of the lips' region, so L1 and the lips' L1 let a
+  those are the pixels the audio has to redraw, the open mouth's gap, teeth and moved lips: about
+  2% of the face and an eighth of the lips' region (synthetic clips), so L1 and the lips' L1 let a
   generator that copies its reference's closed mouth where it is unsure lose little for it;
   this term charges the redraw at its own scale;
 - sync: BCE of the frozen expert's in-sync probability for the generated lower halves against 1;
