@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {k: v for k, v in result.meta.items() if k not in _REBUILT}
     model = result.model
     if overrides:
-        model = reconfigured(model, overrides, a.checkpoints[-1])
+        model = reconfigured(model, overrides, a.checkpoints[-1], widen=False)
         meta["config_changed"] = json.dumps(overrides, sort_keys=True, default=list)
     save(out, model, meta)
     log = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator size (ignored with --init)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a model config field, e.g. --set img_size=192 (repeatable); with --init "
-                        "only fields that keep the weights' shapes, e.g. --set reference_mask=null")
+                        "only fields that keep the weights' shapes, e.g. --set reference_mask=null, or "
+                        "widen a MARLIN generator's decoder (decoder_channels, output_channels)")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune this generator checkpoint (ours or wav2lip.pth / wav2lip_gan.pth)")
     p.add_argument("--marlin-checkpoint", type=Path, default=None,

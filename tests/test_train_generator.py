@@ -769,3 +769,46 @@ def test_warp_loss_points_the_flow_at_lips_several_pixels_away():
     right[:, 1] = -4.0  # each pixel shows the one 4 px above it: the target exactly
     assert warp_loss(reference, right, target, mouth) < 1e-4 < warp_loss(reference, torch.zeros(1, 2, 12, 12),
                                                                          target, mouth)
+
+
+def test_init_with_set_widens_the_decoder_and_computes_the_same(tmp_path):
+    """--init --set decoder_channels/output_channels (wider): the trained weights keep their
+    output exactly, the new channels learn, and narrowing or reshaping is refused."""
+    from lipsync.models import GENERATORS
+    from lipsync.training.common import TrainingError, build_model
+
+    torch.manual_seed(2)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, reference_mask=None, composite=True,
+                                 warp=True, mouth_input=True, mouth_reference=True).eval()
+    # a trained model has non-trivial BatchNorm statistics and heads; make them so here
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if not name.startswith("encoder"):
+                p.add_(0.05 * torch.randn_like(p))
+        for name, b in base.named_buffers():
+            if name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    wide = [c + 8 for c in base.config.decoder_channels]
+    model = build_model("ignored", {"decoder_channels": wide, "output_channels": 24}, path, GENERATORS)
+    assert list(model.config.decoder_channels) == wide and model.config.output_channels == 24
+    assert model.output_block[0].conv_block[0].out_channels == 24
+    faces, mels = torch.rand(1, 6, 16, 48, 48), torch.rand(1, 16, 1, 80, 16)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces, mels), base(faces, mels), rtol=0, atol=1e-5)
+    # the new channels take part after one step
+    model.train()
+    rgb = model.output_block[1].weight
+    (model(faces, mels) - torch.rand(1, 3, 16, 48, 48)).abs().mean().backward()
+    assert rgb.grad[:, base.config.output_channels:].abs().sum() > 0
+    # round trip
+    again = checkpoints.load(checkpoints.save(tmp_path / "wide.safetensors", model)).model.eval()
+    assert list(again.config.decoder_channels) == wide
+    narrow = [c - 4 for c in base.config.decoder_channels]
+    with pytest.raises(TrainingError, match="channels can only be added"):
+        build_model("ignored", {"decoder_channels": narrow}, path, GENERATORS)
+    # a field that reshapes the layers the widening places weights by is still refused
+    with pytest.raises(TrainingError, match="changes the weights"):
+        build_model("ignored", {"decoder_channels": wide, "audio_skip": base.config.audio_skip + 4},
+                    path, GENERATORS)

@@ -60,6 +60,7 @@ The "Wav2Lip + ViT" baseline is the same network with ``encoder_init="random"`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -425,6 +426,8 @@ class MarlinLipGenerator(nn.Module):
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
     grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.",
                       "reference_bias.")
+    #: config fields a change may widen trained weights by (``--init --set``): see :meth:`grown_state`
+    widened_fields = ("decoder_channels", "output_channels")
 
     def __init__(self, config: MarlinLipConfig | None = None) -> None:
         super().__init__()
@@ -498,6 +501,52 @@ class MarlinLipGenerator(nn.Module):
                 nn.init.zeros_(bias.bias)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    def grown_state(self, old: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """This generator's state dict with the trained weights ``old`` of a narrower decoder in it.
+
+        For a wider decoder (``decoder_channels`` and ``output_channels`` at least as large at every
+        scale) grown from trained weights (``lipsync.train --init --set``): each old weight goes to
+        its old channels, the new channels keep this model's fresh initialisation on their way in,
+        and everything reading a new channel starts at zero for it.  The grown generator therefore
+        computes exactly what the trained one did (in eval mode) and its new channels start
+        learning from there, as Net2Net-style widening does.  Written by hand because the decoder's
+        first convolution at each scale reads ``cat([features, input, audio])``: the new feature
+        channels go between the old ones and the concatenated input, which a plain copy of the old
+        tensor into the top-left corner would misplace.
+
+        Raises ValueError naming a weight that does not fit (a narrower or otherwise different
+        layer).
+        """
+        fresh = self.state_dict()
+        extra = 6 + self.config.audio_skip
+        tails = {"output_block.0.": extra, "refine.0.": extra, "warp.0.": extra, "warp_draw.0.": extra + 3}
+        tails.update({f"decoder_blocks.{i}.0.": extra for i in range(len(self.decoder_blocks))})
+        out = {}
+        for key, new in fresh.items():
+            if key not in old:
+                out[key] = new
+                continue
+            was = old[key]
+            if was.shape == new.shape:
+                out[key] = was
+                continue
+            if was.ndim != new.ndim or any(a > b for a, b in zip(was.shape, new.shape)) or (
+                    was.ndim > 2 and was.shape[2:] != new.shape[2:]):
+                raise ValueError(f"{key}: trained {tuple(was.shape)} does not fit in {tuple(new.shape)}; "
+                                 "channels can only be added")
+            tail = next((t for prefix, t in tails.items() if key.startswith(prefix)), 0)
+            grown = new.clone()  # new output channels keep their fresh weights and biases
+            n = was.shape[0]
+            if was.ndim >= 2:  # a weight (out, in, ...): old outputs read the new inputs with zero
+                head, width = was.shape[1] - tail, new.shape[1]
+                grown[:n, :head] = was[:, :head]
+                grown[:n, head: width - tail] = 0
+                grown[:n, width - tail:] = was[:, head:]
+            else:  # biases and BatchNorm vectors
+                grown[:n] = was
+            out[key] = grown
+        return out
 
     @property
     def weights_colour(self) -> str:

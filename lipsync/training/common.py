@@ -124,13 +124,15 @@ def build_model(name: str, overrides: Mapping[str, Any], init: Path | None, kind
     return model.train()
 
 
-def reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) -> nn.Module:
+def reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path, widen: bool = True) -> nn.Module:
     """``model`` rebuilt with config ``overrides`` and its weights copied over.
 
     For fields that leave every weight's shape alone (e.g. ``reference_mask``, ``audio_skip`` is
-    not one), and fields that add modules the model lists in ``grown_prefixes`` (they start neutral,
-    e.g. ``refine_channels``); anything else is a one-line TrainingError naming the weights that no
-    longer fit.
+    not one), fields that add modules the model lists in ``grown_prefixes`` (they start neutral,
+    e.g. ``refine_channels``), and fields the model lists in ``widened_fields`` when they only add
+    channels (the model's ``grown_state`` places the trained weights so that the result computes
+    what they did, e.g. a wider ``decoder_channels``; not with ``widen=False``); anything else is a
+    one-line TrainingError naming the weights that no longer fit.
     """
     import dataclasses
 
@@ -147,12 +149,39 @@ def reconfigured(model: nn.Module, overrides: Mapping[str, Any], init: Path) -> 
     added = {k for k in fresh.keys() - old.keys() if k.startswith(grown)}
     misfit = sorted(k for k in fresh.keys() | old.keys() if k not in added and (
         k not in old or k not in fresh or old[k].shape != fresh[k].shape))
+    fields = tuple(getattr(new, "widened_fields", ())) if widen else ()
+    if set(fields) & overrides.keys() and all(k in old and k in fresh for k in misfit) and (
+            not _shaping_fields(model, overrides, fields)):
+        try:
+            new.load_state_dict(new.grown_state(old))
+        except ValueError as e:
+            raise TrainingError(f"--set {dict(overrides)}: {e}") from e
+        return new
     if misfit:
         shown = ", ".join(misfit[:4]) + (f" and {len(misfit) - 4} more" if len(misfit) > 4 else "")
         raise TrainingError(f"--set {dict(overrides)} changes the weights of {init} ({shown}); "
-                            "only fields that keep every weight's shape can change on trained weights")
+                            "only fields that keep every weight's shape"
+                            + (f" or widen the layers ({', '.join(fields)})" if fields else "")
+                            + " can change on trained weights")
     new.load_state_dict({**{k: fresh[k] for k in added}, **old})
     return new
+
+
+def _shaping_fields(model: nn.Module, overrides: Mapping[str, Any], fields: Sequence[str]) -> list[str]:
+    """The fields of ``overrides`` other than ``fields`` that change the shape of one of ``model``'s
+    weights (a widening must come from ``fields`` alone: the model places the trained weights by
+    its own layout, which the others change)."""
+    import dataclasses
+
+    old = {k: v.shape for k, v in model.state_dict().items()}
+    out = []
+    for key, value in overrides.items():
+        if key in fields:
+            continue
+        other = type(model)(dataclasses.replace(model.config, **{key: value})).state_dict()
+        if any(k in old and v.shape != old[k] for k, v in other.items()):
+            out.append(key)
+    return out
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
