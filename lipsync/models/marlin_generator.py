@@ -440,7 +440,8 @@ class MarlinLipGenerator(nn.Module):
         self.audio_encoder = audio_encoder((2, 2, 2, 1), cfg.audio_width)
         audio_channels = self.audio_encoder[-1].conv_block[0].out_channels
         self.audio_proj = ConvUnit(audio_channels, half, 1)
-        extra = 6 + cfg.audio_skip  # concatenated at every scale: the input, resized; audio maps
+        # channels concatenated after the features at every scale: the input, resized; audio maps
+        self.extra_channels = extra = 6 + cfg.audio_skip
         if cfg.audio_skip:
             self.audio_skip_proj = ConvUnit(audio_channels, cfg.audio_skip, 1)
         self.scales = decoder_scales(self.marlin_config.grid[1], cfg.img_size)
@@ -519,7 +520,7 @@ class MarlinLipGenerator(nn.Module):
         layer).
         """
         fresh = self.state_dict()
-        extra = 6 + self.config.audio_skip
+        extra = self.extra_channels
         tails = {"output_block.0.": extra, "refine.0.": extra, "warp.0.": extra, "warp_draw.0.": extra + 3}
         tails.update({f"decoder_blocks.{i}.0.": extra for i in range(len(self.decoder_blocks))})
         out = {}
