@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lipsync import checkpoints
 from lipsync.models import (
     QualityDisc,
     QualityDiscConfig,
@@ -184,6 +185,51 @@ def test_quality_disc_uses_lower_half_only():
     loss.backward()
     assert all(p.grad is not None for p in disc.parameters())
     assert QualityDisc(QualityDiscConfig(colour="bgr")).weights_colour == "bgr"
+
+
+def test_lips_discriminator_judges_its_box_only(tmp_path):
+    """``region``: only the box counts, seen at twice the resolution, one logit per row of the
+    final map; the config (slope, box) survives a save and load."""
+    torch.manual_seed(8)
+    disc = create_model("quality_disc_lips_tiny").eval()
+    assert disc.config.slope == 0.2 and disc.config.region == (0.25, 0.4, 0.75, 0.9)
+    faces = torch.rand(2, 3, 3, 96, 96)
+    with torch.no_grad():
+        p = disc.logits(faces)
+        outside = faces.clone()
+        outside[..., :38, :] = 0  # above the box
+        outside[..., 38:, :24] = 1  # left of it
+        inside = faces.clone()
+        inside[..., 60:70, 40:56] = 0  # the lips
+        assert p.shape == (6, 4)
+        torch.testing.assert_close(disc.logits(outside), p)
+        assert (disc.logits(inside) - p).abs().max() > 0
+    path = checkpoints.save(tmp_path / "d.safetensors", disc)
+    again = checkpoints.load(path, kind="quality_disc").model.eval()
+    assert again.config == disc.config
+    with torch.no_grad():
+        torch.testing.assert_close(again.logits(faces), p)
+    with pytest.raises(ValueError, match="region"):
+        QualityDiscConfig(region=(0.5, 0.4, 0.25, 0.9))
+    with pytest.raises(ValueError, match="slope"):
+        QualityDiscConfig(slope=1.0)
+
+
+def test_discriminator_slope_keeps_dead_units_learning():
+    """A first layer negative on every input: at the release's slope 0.01 the gradient reaching
+    its weights is a hundredth of what it is at 0.2 (same weights, same input)."""
+    grads = {}
+    for slope in (0.01, 0.2):
+        torch.manual_seed(9)
+        disc = QualityDisc(QualityDiscConfig(width=0.125, slope=slope))
+        first = disc.face_encoder_blocks[0][0].conv_block[0]
+        with torch.no_grad():
+            first.bias.fill_(-50.0)  # dead: negative everywhere on faces in [0, 1]
+        faces = torch.rand(4, 3, 96, 96)
+        assert (first(faces[:, :, 48:]) < 0).all()
+        disc.discriminator_loss(faces, torch.rand_like(faces)).backward()
+        grads[slope] = first.weight.grad.abs().mean().item()
+    assert grads[0.2] > 10 * grads[0.01] > 0
 
 
 def test_saturated_quality_disc_still_learns():

@@ -9,6 +9,7 @@ generator) and the smoke test (the release-size Wav2Lip).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import subprocess
@@ -38,6 +39,7 @@ from lipsync.models import marlin_generator as mg
 from lipsync.models.blocks import ConvUnit, LeakyConvUnit, audio_encoder
 from lipsync.models.wav2lip import _stage, _up
 from lipsync.train import cli, main
+from lipsync.training.generator_loop import live_fraction
 
 _one_thread = one_thread_fixture()
 
@@ -119,6 +121,26 @@ def test_generator_learns_with_expert_and_gan(data, expert, tmp_path, narrow):
     assert grid.shape == (4 * 96, 5 * 96, 3)  # reference / masked / generated / truth, 5 frames
     with av.open(str(out / "samples" / "step_0000040.mp4")) as v:
         assert v.streams.video[0].width == 192 and len(v.streams.audio) == 1
+
+
+def test_dead_discriminator_is_reported(data, tmp_path, narrow, caplog):
+    """A --disc-init whose first layer is negative on every real face gets a warning naming the
+    fix; a fresh one does not."""
+    torch.manual_seed(3)
+    fresh = NarrowDisc()
+    dead = NarrowDisc()
+    with torch.no_grad():
+        dead.face_encoder_blocks[0][0].conv_block[0].bias.fill_(-50.0)
+    faces = torch.rand(6, 3, 96, 96)
+    assert live_fraction(dead, faces) == 0 and 0.1 < live_fraction(fresh, faces) < 0.9
+    for name, disc in (("fresh", fresh), ("dead", dead)):
+        caplog.clear()
+        path = checkpoints.save(tmp_path / f"{name}.safetensors", disc)
+        with caplog.at_level(logging.WARNING, logger="lipsync.training.generator_loop"):
+            assert main(["--data", str(data), "--out", str(tmp_path / name), *BASE, "--steps", "1",
+                         "--disc-init", str(path), "--sample-every", "0"]) == 0
+        warned = any("discriminator's first layer" in r.getMessage() for r in caplog.records)
+        assert warned == (name == "dead")
 
 
 def test_sync_loss_waits_for_the_threshold(data, expert, tmp_path, narrow):

@@ -64,13 +64,14 @@ class ConvTransposeUnit(nn.Module):
 
 
 class LeakyConvUnit(nn.Module):
-    """Conv2d -> LeakyReLU(0.01), no normalisation (the quality discriminator's unit)."""
+    """Conv2d -> LeakyReLU(``slope``), no normalisation (the quality discriminator's unit; the
+    release's slope is 0.01)."""
 
     def __init__(self, cin: int, cout: int, kernel_size: _Size, stride: _Size = 1,
-                 padding: _Size = 0) -> None:
+                 padding: _Size = 0, slope: float = 0.01) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding))
-        self.act = nn.LeakyReLU(0.01)
+        self.act = nn.LeakyReLU(slope)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.conv_block(x))

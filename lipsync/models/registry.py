@@ -49,6 +49,8 @@ class ModelSpec:
 
 _TINY_DECODER = dict(decoder_channels=(64, 48, 32, 24, 16, 16), n_res=1, audio_width=0.25, output_channels=16,
                      audio_skip=16, reference_mask=(0.25, 0.45, 0.75, 0.85))
+# the mouth and the skin around it in a 96 px face crop, for the lips' discriminator
+_LIPS_BOX = (0.25, 0.4, 0.75, 0.9)
 _BASELINE = dict(encoder_init="random", freeze_encoder=False)
 
 MODELS: dict[str, ModelSpec] = {
@@ -60,6 +62,10 @@ MODELS: dict[str, ModelSpec] = {
                                     "trains on a CPU"),
     "quality_disc_tiny": ModelSpec("quality_disc", QualityDiscConfig(width=0.25),
                                    "quality discriminator at a quarter of the width, trains on a CPU"),
+    "quality_disc_lips_tiny": ModelSpec("quality_disc", QualityDiscConfig(width=0.25, slope=0.2,
+                                                                          region=_LIPS_BOX),
+                                        "quarter-width quality discriminator judging the mouth at "
+                                        "twice the resolution, LeakyReLU 0.2, trains on a CPU"),
     "syncnet_v2": ModelSpec("syncnet_v2", SyncNetV2Config(), "SyncNet v2 for LSE-D / LSE-C (evaluation)"),
     "marlin_lip_tiny": ModelSpec("marlin_lip", MarlinLipConfig(marlin="vit_tiny", **_TINY_DECODER),
                                  "MARLIN-conditioned generator, vit_tiny encoder, trains on a CPU"),

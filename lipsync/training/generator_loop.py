@@ -309,6 +309,17 @@ def _load_disc(cfg: GeneratorTrainConfig) -> QualityDisc | None:
         raise TrainingError(str(e)) from e
 
 
+@torch.no_grad()
+def live_fraction(disc: QualityDisc, faces: torch.Tensor) -> float:
+    """Share of the discriminator's first-layer units that are positive on these real faces
+    ((B*T, 3, 96, 96), as the losses give them).  Near 0 the layer is dead: with LeakyReLU
+    every unit passes only ``slope`` of its input and gradient (a hundredth at the release's
+    0.01), the discriminator's loss sits at chance and its GAN term gives the generator
+    nothing (this happened to the quarter-width discriminator of this project's own runs)."""
+    first = disc.face_encoder_blocks[0][0].conv_block[0]
+    return (first(disc.judged(faces.float())) > 0).float().mean().item()
+
+
 def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     """Train a generator; writes ``OUT/generator.safetensors`` (loads with ``lipsync.infer --checkpoint``),
     ``OUT/disc.safetensors`` with the GAN, ``OUT/state.pt``, ``metrics.csv``, ``tb/``, ``samples/``.
@@ -443,6 +454,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             faces, target = batch["faces"].to(acc.device), batch["target"].to(acc.device)
             mels, mouth = batch["mels"].to(acc.device), batch["mouth"].to(acc.device)
             opening = batch["opening"].to(acc.device)
+            if step == start and disc is not None and acc.is_main_process:
+                live = live_fraction(disc, disc_input(target))
+                if live < 0.01:
+                    log.warning("the discriminator's first layer is positive on only %.2g%% of real "
+                                "faces: it is dead and its GAN term will give almost nothing; start a "
+                                "fresh one (no --disc-init; --disc-model quality_disc_lips_tiny)",
+                                100 * live)
             inputs = extra_inputs(core, {**batch, "faces": faces}, acc.device, ref_reader)  # faces: on device
             if shaped:  # the decoder is told each target frame's measured mouth shape
                 shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
