@@ -26,7 +26,7 @@ class QualityDiscConfig(ModelConfig):
     ``slope`` is the LeakyReLU's negative slope.  At the release's 0.01 a unit whose
     pre-activations have all gone negative passes a hundredth of its input and gradient, and a
     small discriminator can end up so: the first layer of ``quality_disc_tiny`` trained in this
-    project's GAN stages was negative on every pixel of every face, and its loss sat at chance
+    project's GAN stages was negative on nearly every pixel of real faces, and its loss sat at chance
     (2 ln 2) for thousands of steps.  0.2, the usual choice for GAN discriminators, keeps such a
     unit trainable.
 
