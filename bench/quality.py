@@ -45,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lipsync.data.sync_measure import measure_openings, mouth_region_error, sync_correlation  # noqa: E402
+from lipsync.data.sync_measure import measure_openings, mouth_region_sums, sync_correlation  # noqa: E402
 from lipsync.data.synthetic import mouth_for_audio, opening, read_sidecar, render_face  # noqa: E402
 from lipsync.data.synthetic.clip import write_video  # noqa: E402
 from marlin.cli import HelpFormatter  # noqa: E402
@@ -92,7 +92,8 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_
              pipeline_blur: float = 0.0, **dub_options) -> dict:
     """Measure the dubbed ``video``, the unchanged source clip and the re-render (and, with
     ``pipeline_size``, the re-render dubbed at that face size by :class:`PassThrough` with
-    ``dub_options``, its output blurred by ``pipeline_blur`` px). Returns a dict of rows."""
+    ``dub_options``, its output blurred by ``pipeline_blur`` px). Returns a dict of rows (each
+    with its lip error per frame as well) and the opening each frame demands and the source's own."""
     spec, side = read_sidecar(source)
     mouth, how = mouth_for_audio(audio, spec.fps, spec.identity.articulation)
     demanded = opening(mouth)
@@ -111,6 +112,7 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_
             frames = read_video(path, spec.fps, len(mouth), spec.size)
             measured = measure_openings(frames)
             score = sync_correlation(measured, demanded, max_lag)
+            totals, pixels = mouth_region_sums(frames, ref.frames, ref.mouth_box)
             rows[label] = {
                 "video": {"ceiling": "(re-render)", "pipeline": "(re-render through the pipeline)"}.get(
                     label, str(path)),
@@ -119,7 +121,9 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_
                 "best_r": score.best_correlation,
                 "best_lag": score.best_lag,
                 "face_found": float(np.isfinite(measured).mean()),
-                "mouth_l1": mouth_region_error(frames, ref.frames, ref.mouth_box),
+                "mouth_l1": float(totals.sum() / pixels.sum()) if pixels.sum() else float("nan"),
+                "frame_l1_sum": totals.tolist(),  # per frame: the lip error's sum and pixel count
+                "frame_pixels": pixels.tolist(),
             }
     return {
         "source": str(source),
@@ -127,6 +131,8 @@ def evaluate(video: Path, audio: Path, source: Path, max_lag: int = 2, pipeline_
         "demanded_from": how,
         "fps": spec.fps,
         "audio_frames": len(mouth),
+        "demanded": demanded.tolist(),  # per frame, in the renderer's units (0 closed, 1 widest)
+        "own": opening(np.load(source.parent / side["track"])["mouth"]).tolist(),  # the source's own
         "rows": rows,
     }
 

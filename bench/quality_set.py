@@ -10,13 +10,16 @@ a re-render of the same face speaking that audio. Printed for the dubbed output,
 input (floor) and the re-render (ceiling), per pair and averaged; with ``--pipeline`` also for
 the re-render dubbed by a generator that returns its input crop (what a perfect generator of the
 checkpoint's face size would score; ``--pipeline-blur SIGMA``: one that draws blurred).
-``--json`` keeps the figures.
+``--by-change`` also breaks the lip error down by how far each frame's demanded opening is from
+the source frame's own: the frames the dub must redraw, and those it should leave as they are.
+``--json`` keeps the figures (per frame as well).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -41,6 +44,38 @@ def _sibling(name: str):
 from marlin.cli import HelpFormatter  # noqa: E402
 
 LABELS = ("dubbed", "floor", "ceiling")
+CHANGE_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, math.inf)  # |demanded - own| opening, renderer's units
+
+
+def by_change(results: list[dict], labels: tuple[str, ...], edges=CHANGE_EDGES) -> list[dict]:
+    """The lip error of each row over the frames whose demanded opening is a given distance from
+    the source frame's own (``edges``, in the renderer's units, 0 closed to 1 widest), pooled over
+    all pairs and weighted by pixels as the mean is; with each group's share of the frames and of
+    the first row's (the dub's) summed error. Frames past the shorter of the two tracks are left
+    out."""
+    gaps, sums, pixels = [], {label: [] for label in labels}, {label: [] for label in labels}
+    for res in results:
+        n = min(len(res["demanded"]), len(res["own"]),
+                *(len(res["rows"][label]["frame_pixels"]) for label in labels))
+        gaps.append(np.abs(np.asarray(res["demanded"][:n]) - np.asarray(res["own"][:n])))
+        for label in labels:
+            sums[label].append(np.asarray(res["rows"][label]["frame_l1_sum"][:n], float))
+            pixels[label].append(np.asarray(res["rows"][label]["frame_pixels"][:n], float))
+    gap = np.concatenate(gaps)
+    sums = {label: np.concatenate(v) for label, v in sums.items()}
+    pixels = {label: np.concatenate(v) for label, v in pixels.items()}
+    first = labels[0]
+    groups = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (gap >= lo) & (gap < hi)
+        group = {"from": lo, "to": hi, "frames": int(inside.sum()),
+                 "frame_share": float(inside.mean()) if len(gap) else float("nan"),
+                 "error_share": float(sums[first][inside].sum() / sums[first].sum())}
+        for label in labels:
+            count = pixels[label][inside].sum()
+            group[label] = float(sums[label][inside].sum() / count) if count else float("nan")
+        groups.append(group)
+    return groups
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-blur", type=float, default=0.0, metavar="SIGMA",
                    help="with --pipeline: that perfect generator's output blurred (Gaussian sigma in px "
                         "of its face size): how sharp a generator must be for a given lip error")
+    p.add_argument("--by-change", action="store_true",
+                   help="also break the lip error down by how far each frame's demanded opening is "
+                        "from the source frame's own (where the dub has to redraw, where it should "
+                        "leave the mouth as it is)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p
 
@@ -118,8 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         s = summary[label]
         print(f"{label:10s} {s['sync_r']:8.3f} {s['best_r']:8.3f} {s['mouth_l1']:9.2f}"
               f" {s['face_found']:6.2f}")
+    report = {"pairs": results, "mean": summary}
+    if args.by_change:
+        report["by_change"] = groups = by_change(results, labels)
+        print(f"\nlip error by |demanded - own opening| (renderer's units), over all {len(results)} pairs")
+        print(f"{'gap':>10s} {'frames':>7s} " + " ".join(f"{label:>9s}" for label in labels)
+              + f" {'share of the ' + labels[0] + ' error':>26s}")
+        for g in groups:
+            span = f"{g['from']:.2f}-" + ("" if math.isinf(g["to"]) else f"{g['to']:.2f}")
+            print(f"{span:>10s} {g['frame_share']:7.0%} " + " ".join(f"{g[label]:9.2f}" for label in labels)
+                  + f" {g['error_share']:26.0%}")
     if args.json:
-        args.json.write_text(json.dumps({"pairs": results, "mean": summary}, indent=2, default=str))
+        args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from lipsync.data.sync_measure import (
     measure_openings,
     mouth_opening,
     mouth_region_error,
+    mouth_region_sums,
     mouth_width,
     sync_correlation,
 )
@@ -85,6 +87,19 @@ def test_mouth_region_error_counts_only_the_lip_box():
         mouth_region_error(ref[:, :32], ref, boxes)
 
 
+def test_mouth_region_sums_are_the_error_frame_by_frame():
+    ref = np.full((3, 64, 64, 3), 100, np.uint8)
+    boxes = np.array([[20, 30, 40, 40], [10, 10, 50, 30], [70, 70, 80, 80]], np.float32)  # last: off
+    out = ref.copy()
+    out[1, 10:30, 10:50] = 104  # only the second frame's box differs
+    totals, pixels = mouth_region_sums(out, ref, boxes, margin=0.0)
+    assert pixels.tolist() == [20 * 10 * 3, 40 * 20 * 3, 0]
+    assert totals.tolist() == [0.0, 4.0 * 40 * 20 * 3, 0.0]
+    # the mean weighs frames by their pixels: 4 levels on 2400 of the 3000 values
+    assert mouth_region_error(out, ref, boxes, margin=0.0) == pytest.approx(4.0 * 2400 / 3000)
+    assert mouth_region_sums(out[:2], ref, boxes)[0].shape == (2,)  # the common length
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("sync")
@@ -135,6 +150,13 @@ def test_bench_quality_reports_dubbed_floor_and_ceiling(clips, tmp_path, capsys)
     assert rows["floor"]["sync_r"] < rows["dubbed"]["sync_r"] - 0.2
     assert rows["dubbed"]["mouth_l1"] < rows["floor"]["mouth_l1"]
     assert rows["dubbed"]["face_found"] == 1.0
+    # per frame as well: the lip error's sums and pixel counts, the demanded and the source's own opening
+    result = json.loads(out.read_text())
+    for row in rows.values():
+        assert len(row["frame_l1_sum"]) == len(row["frame_pixels"]) == row["frames"]
+        assert sum(row["frame_l1_sum"]) / sum(row["frame_pixels"]) == pytest.approx(row["mouth_l1"])
+    np.testing.assert_allclose(result["own"], opening(np.load(source.track)["mouth"]))
+    assert len(result["demanded"]) == result["audio_frames"]
 
     assert bench.main([str(dub), str(other.video)]) == 2  # dub.mp4 has no sidecar and no --source
     err = capsys.readouterr().err.strip()
@@ -177,3 +199,28 @@ def test_pass_through_blur_is_a_gaussian_of_the_crop():
     row = out[16, 11:22] / out[16, 16]  # radius ceil(3 sigma) = 5 px
     want = torch.exp(-torch.arange(-5, 6.0) ** 2 / (2 * 1.5**2))
     torch.testing.assert_close(row, want, atol=1e-4, rtol=0)
+
+
+def _bench_quality_set():
+    spec = importlib.util.spec_from_file_location("bench_quality_set", ROOT / "bench" / "quality_set.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_set_breaks_the_error_down_by_the_change_asked_for():
+    """--by-change: frames grouped by |demanded - own opening|, errors weighted by pixels."""
+    def pair(demanded, own, dub, floor, pixels=10):
+        n = len(demanded)
+        row = lambda e: {"frame_l1_sum": [x * pixels for x in e], "frame_pixels": [pixels] * n}  # noqa: E731
+        return {"demanded": demanded, "own": own, "rows": {"dubbed": row(dub), "floor": row(floor)}}
+
+    results = [pair([0.1, 0.5, 0.9], [0.1, 0.1, 0.1], dub=[6.0, 8.0, 10.0], floor=[5.0, 12.0, 20.0]),
+               pair([0.3, 0.3], [0.32, 0.3, 0.0], dub=[4.0, 2.0], floor=[3.0, 1.0])]  # own: one frame more
+    groups = _bench_quality_set().by_change(results, ("dubbed", "floor"), edges=(0.0, 0.05, 0.6, math.inf))
+    assert [g["frames"] for g in groups] == [3, 1, 1]  # the own track's extra frame is left out
+    unchanged, moved, far = groups
+    assert unchanged["dubbed"] == pytest.approx(4.0) and unchanged["floor"] == pytest.approx(3.0)
+    assert moved["dubbed"] == 8.0 and far["floor"] == 20.0
+    assert far["error_share"] == pytest.approx(10.0 / 30.0)
+    assert sum(g["frame_share"] for g in groups) == pytest.approx(1.0)

@@ -25,8 +25,8 @@ import numpy as np
 
 from .synthetic.landmarks import EYE_OUTER, INNER_GAP_PAIRS, MOUTH_CORNERS, detect_face
 
-__all__ = ["SyncScore", "measure_openings", "mouth_opening", "mouth_region_error", "mouth_width",
-           "sync_correlation"]
+__all__ = ["SyncScore", "measure_openings", "mouth_opening", "mouth_region_error", "mouth_region_sums",
+           "mouth_width", "sync_correlation"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,8 @@ def sync_correlation(measured: np.ndarray, demanded: np.ndarray, max_lag: int = 
 def mouth_region_error(
     frames: np.ndarray, reference: np.ndarray, mouth_boxes: np.ndarray, margin: float = 0.3
 ) -> float:
-    """Mean absolute difference (8-bit levels) inside the reference's lip boxes.
+    """Mean absolute difference (8-bit levels) inside the reference's lip boxes, over all their
+    pixels (a frame with a bigger box weighs more).
 
     Parameters
     ----------
@@ -140,13 +141,22 @@ def mouth_region_error(
     mouth_boxes : (T, 4) x1, y1, x2, y2 lip boxes of the reference, pixels.
     margin : enlarge each box by this fraction of its size on every side (includes the chin).
     """
+    totals, counts = mouth_region_sums(frames, reference, mouth_boxes, margin)
+    count = int(counts.sum())
+    return float(totals.sum()) / count if count else float("nan")
+
+
+def mouth_region_sums(
+    frames: np.ndarray, reference: np.ndarray, mouth_boxes: np.ndarray, margin: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the summed absolute difference inside the lip box and the number of values
+    summed: :func:`mouth_region_error` frame by frame, ``(n,)`` float64 and ``(n,)`` int64 over the
+    first ``n = min(T)`` frames (0 and 0 where the box falls outside the frame)."""
     n = min(len(frames), len(reference), len(mouth_boxes))
-    if n == 0:
-        return float("nan")
-    if frames[0].shape != reference[0].shape:
+    totals, counts = np.zeros(n), np.zeros(n, np.int64)
+    if n and frames[0].shape != reference[0].shape:
         raise ValueError(f"frame size {frames[0].shape} differs from the reference {reference[0].shape}")
-    h, w = reference[0].shape[:2]
-    total, count = 0.0, 0
+    h, w = reference[0].shape[:2] if n else (0, 0)
     for i in range(n):
         x1, y1, x2, y2 = (float(v) for v in mouth_boxes[i])
         mx, my = (x2 - x1) * margin, (y2 - y1) * margin
@@ -155,6 +165,5 @@ def mouth_region_error(
         if xb <= xa or yb <= ya:
             continue
         diff = np.abs(frames[i][ya:yb, xa:xb].astype(np.int16) - reference[i][ya:yb, xa:xb].astype(np.int16))
-        total += float(diff.sum())
-        count += diff.size
-    return total / count if count else float("nan")
+        totals[i], counts[i] = float(diff.sum()), diff.size
+    return totals, counts
