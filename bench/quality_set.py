@@ -64,13 +64,13 @@ def by_change(results: list[dict], labels: tuple[str, ...], edges=CHANGE_EDGES) 
     gap = np.concatenate(gaps)
     sums = {label: np.concatenate(v) for label, v in sums.items()}
     pixels = {label: np.concatenate(v) for label, v in pixels.items()}
-    first = labels[0]
+    total = sums[labels[0]].sum()
     groups = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (gap >= lo) & (gap < hi)
-        group = {"from": lo, "to": hi, "frames": int(inside.sum()),
+        group = {"from": lo, "to": None if math.isinf(hi) else hi, "frames": int(inside.sum()),  # None: open
                  "frame_share": float(inside.mean()) if len(gap) else float("nan"),
-                 "error_share": float(sums[first][inside].sum() / sums[first].sum())}
+                 "error_share": float(sums[labels[0]][inside].sum() / total) if total else float("nan")}
         for label in labels:
             count = pixels[label][inside].sum()
             group[label] = float(sums[label][inside].sum() / count) if count else float("nan")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'gap':>10s} {'frames':>7s} " + " ".join(f"{label:>9s}" for label in labels)
               + f" {'share of the ' + labels[0] + ' error':>26s}")
         for g in groups:
-            span = f"{g['from']:.2f}-" + ("" if math.isinf(g["to"]) else f"{g['to']:.2f}")
+            span = f"{g['from']:.2f}-" + ("" if g["to"] is None else f"{g['to']:.2f}")
             print(f"{span:>10s} {g['frame_share']:7.0%} " + " ".join(f"{g[label]:9.2f}" for label in labels)
                   + f" {g['error_share']:26.0%}")
     if args.json:

@@ -224,3 +224,4 @@ def test_quality_set_breaks_the_error_down_by_the_change_asked_for():
     assert moved["dubbed"] == 8.0 and far["floor"] == 20.0
     assert far["error_share"] == pytest.approx(10.0 / 30.0)
     assert sum(g["frame_share"] for g in groups) == pytest.approx(1.0)
+    assert far["to"] is None and moved["to"] == 0.6  # the open end is written as null in the JSON
