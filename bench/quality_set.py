@@ -10,6 +10,8 @@ a re-render of the same face speaking that audio. Printed for the dubbed output,
 input (floor) and the re-render (ceiling), per pair and averaged; with ``--pipeline`` also for
 the re-render dubbed by a generator that returns its input crop (what a perfect generator of the
 checkpoint's face size would score; ``--pipeline-blur SIGMA``: one that draws blurred).
+``--crf`` sets the dubs' x264 quality; ``--pass-through`` dubs with a generator that returns its
+input crop instead, so the dubbed row is what crop, blend and a second encode cost on their own.
 ``--by-change`` also breaks the lip error down by how far each frame's demanded opening is from
 the source frame's own: the frames the dub must redraw, and those it should leave as they are.
 ``--json`` keeps the figures (per frame as well).
@@ -99,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-blur", type=float, default=0.0, metavar="SIGMA",
                    help="with --pipeline: that perfect generator's output blurred (Gaussian sigma in px "
                         "of its face size): how sharp a generator must be for a given lip error")
+    p.add_argument("--crf", type=int, default=None,
+                   help="x264 constant rate factor of the dubs (default: the dubbing default, 18); "
+                        "0 is lossless but still 4:2:0 colour")
+    p.add_argument("--pass-through", action="store_true",
+                   help="dub with a generator that returns its input crop (96 px) instead of a "
+                        "checkpoint: the dubbed row is then the source sent through crop, blend and "
+                        "encode, what writing a new video costs on its own")
     p.add_argument("--by-change", action="store_true",
                    help="also break the lip error down by how far each frame's demanded opening is "
                         "from the source frame's own (where the dub has to redraw, where it should "
@@ -124,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --pipeline-blur needs --pipeline and must be >= 0, got {args.pipeline_blur}",
               file=sys.stderr)
         return 2
+    if args.crf is not None and not 0 <= args.crf <= 51:
+        print(f"error: --crf must be in 0..51, got {args.crf}", file=sys.stderr)
+        return 2
+    if args.pass_through and args.checkpoint:
+        print("error: --pass-through dubs without a checkpoint: leave out --checkpoint", file=sys.stderr)
+        return 2
     quality = _sibling("quality")
-    dubber = LipSync.from_checkpoint(args.checkpoint)
+    if args.pass_through:
+        dubber = LipSync(quality.PassThrough(96), device="cpu")
+    else:
+        dubber = LipSync.from_checkpoint(args.checkpoint)
     size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None  # of the perfect generator
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 options["blend"] = args.blend
             if args.keep_detail is not None:
                 options["keep_detail"] = args.keep_detail
+            if args.crf is not None:
+                options["crf"] = args.crf
             dubber.dub(video, audio, out, **options)
             res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size,
                                    pipeline_blur=args.pipeline_blur, **options)

@@ -225,3 +225,25 @@ def test_quality_set_breaks_the_error_down_by_the_change_asked_for():
     assert far["error_share"] == pytest.approx(10.0 / 30.0)
     assert sum(g["frame_share"] for g in groups) == pytest.approx(1.0)
     assert far["to"] is None and moved["to"] == 0.6  # the open end is written as null in the JSON
+
+
+def test_quality_set_pass_through_costs_only_the_second_encode(clips, tmp_path, capsys):
+    """--pass-through: the source sent through crop, blend and encode stays close to the source."""
+    _, _, root = clips
+    ids = tmp_path / "val.txt"
+    ids.write_text("clip_11\nclip_12\n")
+    out = tmp_path / "set.json"
+    bench = _bench_quality_set()
+    args = ["--clips", str(root), "--ids", str(ids), "--pairs", "2"]
+    assert bench.main([*args, "--pass-through", "--crf", "0", "--by-change", "--json", str(out)]) == 0
+    assert "share of the dubbed error" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    for pair in report["pairs"]:
+        rows = pair["rows"]
+        assert abs(rows["dubbed"]["mouth_l1"] - rows["floor"]["mouth_l1"]) < 1.5
+        assert abs(rows["dubbed"]["sync_r"] - rows["floor"]["sync_r"]) < 0.1
+    assert sum(g["frames"] for g in report["by_change"]) > 0
+    for bad in (["--crf", "52"], ["--pass-through", "--checkpoint", "x.safetensors"]):
+        assert bench.main([*args, *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
