@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lipsync import LipSync
+    from lipsync import DubError, DubOptions, LipSync
 
     ids = [line.split("_")[0] + "_" + line.split("_")[1] for line in args.ids.read_text().split()]
     ids = sorted(dict.fromkeys(ids))  # preprocessed runs may be named <clip>_<run>; keep clips once
@@ -133,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --pipeline-blur needs --pipeline and must be >= 0, got {args.pipeline_blur}",
               file=sys.stderr)
         return 2
-    if args.crf is not None and not 0 <= args.crf <= 51:
-        print(f"error: --crf must be in 0..51, got {args.crf}", file=sys.stderr)
+    options = {"color_match": True} if args.color_match else {}  # the same dubbing options for every pair
+    if args.blend:
+        options["blend"] = args.blend
+    if args.keep_detail is not None:
+        options["keep_detail"] = args.keep_detail
+    if args.crf is not None:
+        options["crf"] = args.crf
+    try:
+        DubOptions().replace(**options)  # the dubbing's own checks (--crf's range), before any work
+    except DubError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.pass_through and args.checkpoint:
         print("error: --pass-through dubs without a checkpoint: leave out --checkpoint", file=sys.stderr)
@@ -151,13 +160,6 @@ def main(argv: list[str] | None = None) -> int:
             clip, other = ids[k], ids[(k + args.offset) % len(ids)]
             video, audio = args.clips / f"{clip}.mp4", args.clips / f"{other}.mp4"
             out = Path(tmp) / f"{clip}_dubbed.mp4"
-            options = {"color_match": True} if args.color_match else {}
-            if args.blend:
-                options["blend"] = args.blend
-            if args.keep_detail is not None:
-                options["keep_detail"] = args.keep_detail
-            if args.crf is not None:
-                options["crf"] = args.crf
             dubber.dub(video, audio, out, **options)
             res = quality.evaluate(out, audio, args.clips / f"{clip}.json", pipeline_size=size,
                                    pipeline_blur=args.pipeline_blur, **options)

@@ -125,8 +125,9 @@ def test_ceiling_correlation_is_high_and_still_mouth_is_near_zero(clips):
     assert abs(floor.correlation) < 0.3, floor
 
 
-def _bench_quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
+def _bench(name: str = "quality"):
+    """A bench script loaded by path (``bench/`` on sys.path would shadow the marlin package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -141,7 +142,7 @@ def test_bench_quality_reports_dubbed_floor_and_ceiling(clips, tmp_path, capsys)
         tmp_path / "dub.mp4", speak(source.sidecar, other.video).frames, load_audio(other.video)
     )
     out = tmp_path / "quality.json"
-    bench = _bench_quality()
+    bench = _bench()
     assert bench.main([str(dub), str(other.video), "--source", str(source.sidecar), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "dubbed" in printed and "floor" in printed and "ceiling" in printed
@@ -168,7 +169,7 @@ def test_bench_quality_pipeline_row_scores_a_perfect_generator(clips, tmp_path, 
     its lips; only crop, resize to SIZE, blend and encode cost anything."""
     source, other, _ = clips
     out = tmp_path / "quality.json"
-    bench = _bench_quality()
+    bench = _bench()
     assert bench.main([str(source.video), str(other.video), "--source", str(source.sidecar),
                        "--pipeline", "96", "--json", str(out)]) == 0
     assert "pipeline" in capsys.readouterr().out
@@ -189,7 +190,7 @@ def test_bench_quality_pipeline_row_scores_a_perfect_generator(clips, tmp_path, 
 
 
 def test_pass_through_blur_is_a_gaussian_of_the_crop():
-    bench = _bench_quality()
+    bench = _bench()
     faces = torch.zeros(1, 6, 33, 33)
     faces[:, 3:6, 16, 16] = 1.0  # a point in the reference
     sharp = bench.PassThrough(33)(faces, None)
@@ -201,13 +202,6 @@ def test_pass_through_blur_is_a_gaussian_of_the_crop():
     torch.testing.assert_close(row, want, atol=1e-4, rtol=0)
 
 
-def _bench_quality_set():
-    spec = importlib.util.spec_from_file_location("bench_quality_set", ROOT / "bench" / "quality_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quality_set_breaks_the_error_down_by_the_change_asked_for():
     """--by-change: frames grouped by |demanded - own opening|, errors weighted by pixels."""
     def pair(demanded, own, dub, floor, pixels=10):
@@ -217,7 +211,7 @@ def test_quality_set_breaks_the_error_down_by_the_change_asked_for():
 
     results = [pair([0.1, 0.5, 0.9], [0.1, 0.1, 0.1], dub=[6.0, 8.0, 10.0], floor=[5.0, 12.0, 20.0]),
                pair([0.3, 0.3], [0.32, 0.3, 0.0], dub=[4.0, 2.0], floor=[3.0, 1.0])]  # own: one frame more
-    groups = _bench_quality_set().by_change(results, ("dubbed", "floor"), edges=(0.0, 0.05, 0.6, math.inf))
+    groups = _bench("quality_set").by_change(results, ("dubbed", "floor"), edges=(0.0, 0.05, 0.6, math.inf))
     assert [g["frames"] for g in groups] == [3, 1, 1]  # the own track's extra frame is left out
     unchanged, moved, far = groups
     assert unchanged["dubbed"] == pytest.approx(4.0) and unchanged["floor"] == pytest.approx(3.0)
@@ -233,7 +227,7 @@ def test_quality_set_pass_through_costs_only_the_second_encode(clips, tmp_path, 
     ids = tmp_path / "val.txt"
     ids.write_text("clip_11\nclip_12\n")
     out = tmp_path / "set.json"
-    bench = _bench_quality_set()
+    bench = _bench("quality_set")
     args = ["--clips", str(root), "--ids", str(ids), "--pairs", "2"]
     assert bench.main([*args, "--pass-through", "--crf", "0", "--by-change", "--json", str(out)]) == 0
     assert "share of the dubbed error" in capsys.readouterr().out
