@@ -30,6 +30,7 @@ from .inference.job import DEFAULT_CHECKPOINT, Job, load_generator, prepare_job
 from .inference.options import DubError, DubOptions, DubSummary
 from .inference.plan import resolve_device
 from .inference.runner import GeneratorRunner
+from .inference.source import FrameSource
 from .inference.writer import DubWriter
 
 __all__ = ["DEFAULT_CHECKPOINT", "DubError", "DubOptions", "DubSummary", "LipSync", "OutFrame"]
@@ -154,7 +155,8 @@ class LipSync:
                            pad_audio_to_video=job.options.keep_video)
         frames = self._run(job, engine)
         try:
-            n = _encode(frames, writer, engine, job.total_frames, progress, threaded=job.options.threads)
+            n = _encode(frames, writer, engine, job.source, job.total_frames, progress,
+                        threaded=job.options.threads)
             t0 = time.perf_counter()
             writer.close()
             engine.times.encode += time.perf_counter() - t0
@@ -169,15 +171,19 @@ class LipSync:
                           stage_times=engine.times, width=job.source.size[0], height=job.source.size[1])
 
 
-def _encode(frames: Iterator[OutFrame], writer: DubWriter, engine: Engine, total: int,
+def _encode(frames: Iterator[OutFrame], writer: DubWriter, engine: Engine, source: FrameSource, total: int,
             progress: ProgressCallback | None, threaded: bool) -> int:
     """Feed frames to the writer (in a background thread when ``threaded``); returns the count."""
     times = engine.times
+
+    def write(frame: OutFrame) -> None:  # with the input as stored, where the source kept it
+        writer.write(frame.image, frame.base, source.planes_for(frame.input_image), frame.region)
+
     if not threaded:
         n = 0
         for frame in frames:
             t0 = time.perf_counter()
-            writer.write(frame.image)
+            write(frame)
             times.encode += time.perf_counter() - t0
             n += 1
             if progress:
@@ -188,9 +194,9 @@ def _encode(frames: Iterator[OutFrame], writer: DubWriter, engine: Engine, total
 
     def work() -> None:
         try:
-            while (image := q.get()) is not None:
+            while (item := q.get()) is not None:
                 t0 = time.perf_counter()
-                writer.write(image)
+                write(item)
                 times.encode += time.perf_counter() - t0
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller
             failure.append(e)
@@ -204,7 +210,7 @@ def _encode(frames: Iterator[OutFrame], writer: DubWriter, engine: Engine, total
         for frame in frames:
             if failure:
                 break
-            q.put(frame.image)
+            q.put(frame)
             n += 1
             if progress:
                 progress(n, total)

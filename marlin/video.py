@@ -29,6 +29,8 @@ __all__ = [
     "Frame",
     "VideoError",
     "VideoInfo",
+    "YuvPlanes",
+    "decode_rgb",
     "iter_frames",
     "probe",
     "read_frames",
@@ -88,11 +90,63 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``index`` (0-based, output order), ``time`` (s), ``image`` (H, W, 3) uint8 RGB."""
+    """One decoded frame: ``index`` (0-based, output order), ``time`` (s), ``image`` (H, W, 3) uint8 RGB;
+    ``planes``: the frame as stored (see :class:`YuvPlanes`) when asked for and kept, else None."""
 
     index: int
     time: float
     image: np.ndarray
+    planes: YuvPlanes | None = None
+
+
+# Luma weights (Kr, Kb) of the colour matrices whose stored planes are kept: ITU-R BT.601 (what
+# untagged video and SD tags mean, and swscale's default) and BT.709 (HD).
+YUV_MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+# AVColorSpace values: unspecified, BT.470BG, SMPTE 170M (all BT.601), BT.709
+_MATRIX_OF_TAG = {2: "bt601", 5: "bt601", 6: "bt601", 1: "bt709"}
+
+
+@dataclass(frozen=True)
+class YuvPlanes:
+    """A decoded frame exactly as the video stores it: 8-bit 4:2:0, limited range.
+
+    Converting to RGB and back is not lossless: the colour planes are at half resolution, and
+    the round trip resamples them twice and rounds three times (about 1.3 levels of mean error
+    over a whole frame for a synthetic clip, before any new compression).  A writer that is
+    given these planes can pass the pixels it did not change through untouched, and store only
+    what it changed (``lipsync.inference.writer``).
+
+    Attributes
+    ----------
+    data : (H * 3 // 2, W) uint8, PyAV's ``yuv420p`` layout: H rows of Y, then U and V, each
+        (H // 2, W // 2), flattened into H // 4 rows apiece
+    matrix : "bt601" or "bt709": the matrix ``image`` was decoded with (``YUV_MATRICES``)
+    colorspace, color_primaries, color_trc : the stream's tags (FFmpeg's enum values), for a
+        writer to copy so that players decode its output as they decoded the input
+    """
+
+    data: np.ndarray
+    matrix: str
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+
+
+def decode_rgb(frame: av.VideoFrame, keep_planes: bool = False) -> tuple[np.ndarray, YuvPlanes | None]:
+    """``(rgb, planes)`` of a decoded frame, before rotation.
+
+    ``planes`` is None unless asked for and the frame is 8-bit 4:2:0 with even sides, limited
+    range, and a BT.601 or BT.709 matrix (or none named); then ``rgb`` is converted with that
+    matrix named explicitly, so what the planes mean does not depend on the PyAV version."""
+    if keep_planes and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0 \
+            and int(frame.color_range) in (0, 1) and int(frame.colorspace) in _MATRIX_OF_TAG:
+        matrix = _MATRIX_OF_TAG[int(frame.colorspace)]
+        rgb = frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if matrix == "bt709" else "ITU601",
+                               src_color_range="MPEG")
+        planes = YuvPlanes(frame.to_ndarray(format="yuv420p"), matrix, int(frame.colorspace),
+                           int(frame.color_primaries), int(frame.color_trc))
+        return rgb, planes
+    return frame.to_ndarray(format="rgb24"), None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -239,9 +293,11 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(str(p), fps, w, h, float(duration), int(n_frames), rotation, has_audio)
 
 
-def _native_frames(p: Path) -> Iterator[tuple[Fraction, np.ndarray | None]]:
-    """Decoded frames as ``(time, rgb)`` with time relative to the first frame, then one final
-    ``(end_time, None)``: when the last frame stops being shown."""
+def _native_frames(p: Path, keep_planes: bool = False
+                   ) -> Iterator[tuple[Fraction, np.ndarray | None, YuvPlanes | None]]:
+    """Decoded frames as ``(time, rgb, planes)`` with time relative to the first frame, then one
+    final ``(end_time, None, None)``: when the last frame stops being shown.  ``planes`` only with
+    ``keep_planes``, for frames shown as stored (no rotation) that ``decode_rgb`` keeps them for."""
     with _open(p) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -254,17 +310,19 @@ def _native_frames(p: Path) -> Iterator[tuple[Fraction, np.ndarray | None]]:
                     rotation = _rotation(stream, frame)
                 t = _frame_time(frame, i, step)
                 t0 = t if t0 is None else t0
-                yield t - t0, _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                rgb, planes = decode_rgb(frame, keep_planes and rotation == 0)
+                yield t - t0, _rotate(rgb, rotation), planes
         except av.FFmpegError as e:
             raise VideoError(p, f"decoding failed ({e})") from e
         if t is None:
             return
         end = _stream_end(container, stream)
         # frame durations are unreliable after B-frame reordering; the stream's end is not
-        yield (end - t0 if end is not None and end > t else t + step - t0), None
+        yield (end - t0 if end is not None and end > t else t + step - t0), None, None
 
 
-def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterator[Frame]:
+def iter_frames(path: str | Path, fps: float | Fraction | None = None,
+                keep_planes: bool = False) -> Iterator[Frame]:
     """Yield the frames of a video (or a still image) one at a time.
 
     Parameters
@@ -276,6 +334,8 @@ def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterat
         frame on display at that time (frames are repeated or dropped; works for variable
         frame rate input). ``None`` yields every stored frame with its own timestamp.
         A still image always yields exactly one frame.
+    keep_planes : bool
+        Also give each frame as stored (``Frame.planes``, see ``YuvPlanes``) where it can be kept.
 
     Yields
     ------
@@ -288,9 +348,9 @@ def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterat
         return
     if fps is None:
         i = 0
-        for t, image in _native_frames(p):
+        for t, image, planes in _native_frames(p, keep_planes):
             if image is not None:
-                yield Frame(i, float(t), image)
+                yield Frame(i, float(t), image, planes)
                 i += 1
         return
     rate = Fraction(fps).limit_denominator(1_000_000)
@@ -300,12 +360,13 @@ def iter_frames(path: str | Path, fps: float | Fraction | None = None) -> Iterat
     eps = Fraction(1, 1_000_000)  # tolerate timestamp rounding in the container's time base
     k = 0
     shown: np.ndarray | None = None
-    for t, image in _native_frames(p):
+    shown_planes: YuvPlanes | None = None
+    for t, image, planes in _native_frames(p, keep_planes):
         # output times in [time of the shown frame, t) display the shown frame
         while shown is not None and k * step + eps < t:
-            yield Frame(k, float(k * step), shown)
+            yield Frame(k, float(k * step), shown, shown_planes)
             k += 1
-        shown = image
+        shown, shown_planes = image, planes
 
 
 def read_frames(path: str | Path, fps: float | Fraction | None = None,

@@ -161,6 +161,53 @@ def test_writer_abort_leaves_nothing(tmp_path, media):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("colorspace", [2, 1])  # untagged (BT.601) and BT.709
+def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media, colorspace):
+    """With the input's planes, pixels the dub left alone are encoded exactly as stored (crf 0),
+    the changed ones decode to the new RGB, and the stream keeps the input's colour tags."""
+    from lipsync.inference.writer import DubWriter
+    from marlin.video import decode_rgb
+
+    h, w = 96, 128
+    picture = moving_face_frames(1, (h, w))[0]
+    stored = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else "ITU601", dst_color_range="MPEG")
+    stored.colorspace, stored.color_range = colorspace, 1
+    before, planes = decode_rgb(stored, keep_planes=True)
+    assert planes is not None and planes.matrix == ("bt709" if colorspace == 1 else "bt601")
+    after = before.copy()
+    box = (37, 41, 90, 80)  # odd corners: the writer widens to whole 2 x 2 colour blocks
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    after[y0:y1, x0:x1] = np.clip(before[y0:y1, x0:x1] + np.stack(
+        [40 + 0 * xx, (xx - x0) - 20, (yy - y0) - 20], -1), 0, 255).astype(np.uint8)
+    out = tmp_path / "planes.mp4"
+    with DubWriter(out, (w, h), Fraction(25), str(media["tiny"]), 3 / 25, crf=0) as wr:
+        wr.write(before, planes=planes)
+        wr.write(after, before, planes, box)
+        wr.write(after, before, planes)  # no region: the whole frame is compared
+        wr.close()
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.colorspace == colorspace
+        got = [(f.to_ndarray(format="yuv420p"), decode_rgb(f)[0]) for f in c.decode(video=0)]
+    assert np.array_equal(got[0][0], planes.data)
+    outside = np.ones((h, w), bool)
+    outside[y0 - 1:y1 + 1, x0 - 1:x1 + 1] = False
+    # the same change written through RGB, as a writer without planes does, for comparison
+    through_rgb = av.VideoFrame.from_ndarray(after, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else "ITU601", dst_color_range="MPEG")
+    through_rgb.colorspace, through_rgb.color_range = colorspace, 1
+
+    def box_error(rgb):
+        return np.abs(rgb[y0:y1, x0:x1].astype(int) - after[y0:y1, x0:x1]).mean()
+
+    assert box_error(before) > 15  # what the change moved
+    for yuv, rgb in got[1:]:
+        assert np.array_equal(yuv[:h][outside], planes.data[:h][outside])
+        assert np.array_equal(rgb[outside], before[outside])  # RGB too, colour included
+        assert box_error(rgb) < min(2.2, box_error(decode_rgb(through_rgb)[0])), box_error(rgb)
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_stream_passes_untouched_pixels_through_bit_exactly(lipsync, media):
     """Frame-iterator level: no-face frames are the decoded input; dubbed frames differ from
@@ -211,6 +258,30 @@ def test_dub_writes_mp4_with_input_geometry_and_new_audio(lipsync, media, tmp_pa
             assert np.abs(frame.astype(int) - ref).mean() < 2.0
         else:  # the top rows (above the face) are outside every face region
             assert np.abs(frame[:20].astype(int) - ref[:20]).mean() < 2.0
+
+
+def test_dub_stores_what_it_did_not_change_bit_exactly(lipsync, media, tmp_path):
+    """Losslessly encoded (crf 0), frames without a face and the rows above every face are the
+    input's stored samples, colour planes included: no round trip through RGB."""
+    out = lipsync.dub(media["video"], media["long"], tmp_path / "lossless.mp4", crf=0).output
+
+    def planes(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+
+    inputs, outputs = planes(media["video"]), planes(out)
+    assert len(outputs) == N_LONG
+    h = SIZE[0]
+    top = np.r_[0:20, h:h + 5, h + h // 4:h + h // 4 + 5]  # the top 20 rows of Y, 10 of U and of V
+    redrawn = 0
+    for i, yuv in enumerate(outputs):
+        ref = inputs[source_index(i, N_FRAMES, "pingpong")]
+        if source_index(i, N_FRAMES, "pingpong") in GAP:
+            assert np.array_equal(yuv, ref)
+        else:
+            assert np.array_equal(yuv[top], ref[top])
+            redrawn += not np.array_equal(yuv, ref)
+    assert redrawn >= 0.8 * sum(source_index(i, N_FRAMES, "pingpong") not in GAP for i in range(N_LONG))
 
 
 def test_video_longer_than_audio_is_cut_or_kept(lipsync, media, tmp_path):

@@ -41,6 +41,7 @@ class OutFrame:
     dubbed : whether a generated face was blended in
     region : (x0, y0, x1, y1) frame region the face crop covered (None when not dubbed);
         pixels outside it are the input's, bit for bit
+    base : the decoded input frame a dubbed ``image`` was made from (None when not dubbed)
     """
 
     index: int
@@ -48,6 +49,12 @@ class OutFrame:
     image: np.ndarray
     dubbed: bool
     region: tuple[int, int, int, int] | None = None
+    base: np.ndarray | None = None
+
+    @property
+    def input_image(self) -> np.ndarray:
+        """The decoded input frame this frame shows (``image`` itself when not dubbed)."""
+        return self.base if self.base is not None else self.image
 
 
 @dataclass
@@ -277,7 +284,7 @@ class Engine:
                 crop, cmap = crops[k]
                 image = cropper.paste(it.image, out_for[k], cmap, it.track, given=crop)
                 region = (cmap.x0, cmap.y0, cmap.x1, cmap.y1)
-                done.append(OutFrame(it.index, it.source_index, image, True, region))
+                done.append(OutFrame(it.index, it.source_index, image, True, region, it.image))
             else:
                 done.append(OutFrame(it.index, it.source_index, it.image, False))
         self.faces_found += len(out_for)

@@ -172,7 +172,7 @@ def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, out: str | o
     """Check the inputs and build a :class:`Job` (``out=None``: no output file, for streaming)."""
     v, a, out = check_paths(video, audio, out)
     try:
-        source = FrameSource(v, image_fps=options.fps)
+        source = FrameSource(v, image_fps=options.fps, keep_planes=True)  # unchanged pixels written as stored
     except VideoError as e:
         raise DubError(f"video {e}") from e
     try:

@@ -5,12 +5,17 @@ average frame rate, so frame ``k`` is the picture on screen at ``k / fps``).  Wh
 outlasts the video, later passes replay frames forward, backward (ping-pong) or frozen; a
 backward run is read in blocks of a few dozen frames by seeking to each block's start, so no
 pass ever holds more than one block.
+
+With ``keep_planes`` the source also keeps each frame as the video stores it
+(``marlin.video.YuvPlanes``), so the writer can pass unchanged pixels through without a round
+trip through RGB; ``planes_for(image)`` finds them for any image it yielded.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from marlin.video import VideoError, VideoInfo, iter_frames, probe
+from marlin.video import VideoError, VideoInfo, YuvPlanes, decode_rgb, iter_frames, probe
 
 from .plan import replay_runs
 
@@ -29,10 +34,16 @@ BLOCK_BYTES = 256 * 2**20  # memory for one backward block
 
 
 class FrameSource:
-    """Frames of a video (or a still image repeated at ``image_fps``)."""
+    """Frames of a video (or a still image repeated at ``image_fps``); with ``keep_planes``, also
+    each frame as stored, found by ``planes_for``."""
 
-    def __init__(self, path: str | Path, image_fps: float = 25.0) -> None:
+    def __init__(self, path: str | Path, image_fps: float = 25.0, keep_planes: bool = False) -> None:
         self.path = Path(path)
+        self.keep_planes = keep_planes
+        # stored planes by the id of the RGB image yielded with them, dropped when that image is.
+        # Found by identity so that the frames keep their (index, image) shape through tracking,
+        # batching and replays, and nothing holds planes longer than the engine holds the image
+        self._planes: dict[int, YuvPlanes] = {}
         self.info: VideoInfo = probe(self.path)
         self.is_image = self.info.is_image
         self.fps = Fraction(image_fps).limit_denominator(1001) if self.is_image else Fraction(self.info.fps)
@@ -41,13 +52,25 @@ class FrameSource:
         self._t0: Fraction | None = None
         self.n_read = 0  # frames produced by the forward pass
 
+    def planes_for(self, image: np.ndarray) -> YuvPlanes | None:
+        """The stored planes of an image this source yielded (None when not kept)."""
+        return self._planes.get(id(image))
+
+    def _keep(self, image: np.ndarray, planes: YuvPlanes | None) -> None:
+        key = id(image)
+        if planes is not None and key not in self._planes:
+            self._planes[key] = planes
+            weakref.finalize(image, self._planes.pop, key, None)
+
     # -- first pass ---------------------------------------------------------------------
     def forward(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, rgb)`` for every frame once, in order (a still image yields one frame)."""
-        for frame in iter_frames(self.path, fps=None if self.is_image else self.fps):
+        for frame in iter_frames(self.path, fps=None if self.is_image else self.fps,
+                                 keep_planes=self.keep_planes):
             if self.is_image:
                 self._image = frame.image
             self.n_read = frame.index + 1
+            self._keep(frame.image, frame.planes)
             yield frame.index, frame.image
 
     # -- replays ------------------------------------------------------------------------
@@ -136,9 +159,10 @@ class FrameSource:
             def picture(frame: av.VideoFrame) -> np.ndarray:
                 nonlocal cache
                 if cache is None or cache[0] is not frame:
-                    img = frame.to_ndarray(format="rgb24")
+                    img, planes = decode_rgb(frame, self.keep_planes and not rotation)
                     if rotation:
                         img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+                    self._keep(img, planes)
                     cache = (frame, img)
                 return cache[1]
 
