@@ -111,15 +111,16 @@ class YuvPlanes:
     """A decoded frame exactly as the video stores it: 8-bit 4:2:0, limited range.
 
     Converting to RGB and back is not lossless: the colour planes are at half resolution, and
-    the round trip resamples them twice and rounds three times (about 1.3 levels of mean error
-    over a whole frame for a synthetic clip, before any new compression).  A writer that is
-    given these planes can pass the pixels it did not change through untouched, and store only
-    what it changed (``lipsync.inference.writer``).
+    the round trip resamples them twice and rounds again (about 1.3 levels of mean error over a
+    whole frame for a synthetic clip, before any new compression).  A writer that is given these
+    planes can pass the pixels it did not change through untouched, and store only what it
+    changed (``lipsync.inference.writer``).
 
     Attributes
     ----------
-    data : (H * 3 // 2, W) uint8, PyAV's ``yuv420p`` layout: H rows of Y, then U and V, each
-        (H // 2, W // 2), flattened into H // 4 rows apiece
+    data : (H * 3 // 2, W) uint8, PyAV's ``yuv420p`` layout: the H x W samples of Y, then the
+        (H // 2) x (W // 2) of U and of V, one after the other in row order (``y``, ``u``, ``v``
+        give each plane as a view)
     matrix : "bt601" or "bt709": the matrix ``image`` was decoded with (``YUV_MATRICES``)
     colorspace, color_primaries, color_trc : the stream's tags (FFmpeg's enum values), for a
         writer to copy so that players decode its output as they decoded the input
@@ -131,22 +132,59 @@ class YuvPlanes:
     color_primaries: int
     color_trc: int
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the picture."""
+        return self.data.shape[1], self.data.shape[0] * 2 // 3
 
-def decode_rgb(frame: av.VideoFrame, keep_planes: bool = False) -> tuple[np.ndarray, YuvPlanes | None]:
-    """``(rgb, planes)`` of a decoded frame, before rotation.
+    def _plane(self, k: int) -> np.ndarray:
+        w, h = self.size
+        flat = self.data.reshape(-1)
+        start = 0 if k == 0 else h * w + (k - 1) * (h // 2) * (w // 2)
+        shape = (h, w) if k == 0 else (h // 2, w // 2)
+        return flat[start:start + shape[0] * shape[1]].reshape(shape)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._plane(0)
+
+    @property
+    def u(self) -> np.ndarray:
+        return self._plane(1)
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._plane(2)
+
+    def rotated(self, rotation: int) -> YuvPlanes:
+        """The planes turned counter-clockwise by ``rotation`` degrees (a multiple of 90), as the
+        picture is for display: each plane turns alone, so the samples stay exactly as stored."""
+        k = rotation // 90 % 4
+        if k == 0:
+            return self
+        y, u, v = (np.rot90(p, k) for p in (self.y, self.u, self.v))
+        data = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, y.shape[1])
+        return YuvPlanes(data, self.matrix, self.colorspace, self.color_primaries, self.color_trc)
+
+
+def decode_rgb(frame: av.VideoFrame, keep_planes: bool = False,
+               rotation: int = 0) -> tuple[np.ndarray, YuvPlanes | None]:
+    """``(rgb, planes)`` of a decoded frame, both turned by ``rotation`` (counter-clockwise degrees).
 
     ``planes`` is None unless asked for and the frame is 8-bit 4:2:0 with even sides, limited
     range, and a BT.601 or BT.709 matrix (or none named); then ``rgb`` is converted with that
     matrix named explicitly, so what the planes mean does not depend on the PyAV version."""
+    planes = None
     if keep_planes and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0 \
             and int(frame.color_range) in (0, 1) and int(frame.colorspace) in _MATRIX_OF_TAG:
         matrix = _MATRIX_OF_TAG[int(frame.colorspace)]
         rgb = frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if matrix == "bt709" else "ITU601",
                                src_color_range="MPEG")
         planes = YuvPlanes(frame.to_ndarray(format="yuv420p"), matrix, int(frame.colorspace),
-                           int(frame.color_primaries), int(frame.color_trc))
-        return rgb, planes
-    return frame.to_ndarray(format="rgb24"), None
+                           int(frame.color_primaries), int(frame.color_trc)).rotated(rotation)
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    return _rotate(rgb, rotation), planes
 
 
 # --------------------------------------------------------------------------- helpers
@@ -297,7 +335,7 @@ def _native_frames(p: Path, keep_planes: bool = False
                    ) -> Iterator[tuple[Fraction, np.ndarray | None, YuvPlanes | None]]:
     """Decoded frames as ``(time, rgb, planes)`` with time relative to the first frame, then one
     final ``(end_time, None, None)``: when the last frame stops being shown.  ``planes`` only with
-    ``keep_planes``, for frames shown as stored (no rotation) that ``decode_rgb`` keeps them for."""
+    ``keep_planes``, for the frames ``decode_rgb`` keeps them for."""
     with _open(p) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -310,8 +348,7 @@ def _native_frames(p: Path, keep_planes: bool = False
                     rotation = _rotation(stream, frame)
                 t = _frame_time(frame, i, step)
                 t0 = t if t0 is None else t0
-                rgb, planes = decode_rgb(frame, keep_planes and rotation == 0)
-                yield t - t0, _rotate(rgb, rotation), planes
+                yield (t - t0, *decode_rgb(frame, keep_planes, rotation))
         except av.FFmpegError as e:
             raise VideoError(p, f"decoding failed ({e})") from e
         if t is None:

@@ -8,6 +8,7 @@ which pixels the engine touched.
 from __future__ import annotations
 
 import csv
+from dataclasses import astuple
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,14 +162,14 @@ def test_writer_abort_leaves_nothing(tmp_path, media):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("colorspace", [2, 1])  # untagged (BT.601) and BT.709
-def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media, colorspace):
+@pytest.mark.parametrize(("colorspace", "h"), [(2, 96), (1, 96), (2, 90)])  # untagged (BT.601), BT.709
+def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media, colorspace, h):
     """With the input's planes, pixels the dub left alone are encoded exactly as stored (crf 0),
     the changed ones decode to the new RGB, and the stream keeps the input's colour tags."""
     from lipsync.inference.writer import DubWriter
-    from marlin.video import decode_rgb
+    from marlin.video import YuvPlanes, decode_rgb
 
-    h, w = 96, 128
+    w = 128
     picture = moving_face_frames(1, (h, w))[0]
     stored = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(
         format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else "ITU601", dst_color_range="MPEG")
@@ -192,7 +193,7 @@ def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media
         got = [(f.to_ndarray(format="yuv420p"), decode_rgb(f)[0]) for f in c.decode(video=0)]
     assert np.array_equal(got[0][0], planes.data)
     outside = np.ones((h, w), bool)
-    outside[y0 - 1:y1 + 1, x0 - 1:x1 + 1] = False
+    outside[y0 - 2:y1 + 2, x0 - 2:x1 + 2] = False  # and the colour samples those rows and columns share
     # the same change written through RGB, as a writer without planes does, for comparison
     through_rgb = av.VideoFrame.from_ndarray(after, format="rgb24").reformat(
         format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else "ITU601", dst_color_range="MPEG")
@@ -203,7 +204,10 @@ def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media
 
     assert box_error(before) > 15  # what the change moved
     for yuv, rgb in got[1:]:
-        assert np.array_equal(yuv[:h][outside], planes.data[:h][outside])
+        assert np.array_equal(yuv[:h][outside], planes.y[outside])
+        written = YuvPlanes(yuv, *astuple(planes)[1:])
+        for a, b in ((written.u, planes.u), (written.v, planes.v)):
+            assert np.array_equal(a[outside[::2, ::2]], b[outside[::2, ::2]])
         assert np.array_equal(rgb[outside], before[outside])  # RGB too, colour included
         assert box_error(rgb) < min(2.2, box_error(decode_rgb(through_rgb)[0])), box_error(rgb)
 
@@ -282,6 +286,25 @@ def test_dub_stores_what_it_did_not_change_bit_exactly(lipsync, media, tmp_path)
             assert np.array_equal(yuv[top], ref[top])
             redrawn += not np.array_equal(yuv, ref)
     assert redrawn >= 0.8 * sum(source_index(i, N_FRAMES, "pingpong") not in GAP for i in range(N_LONG))
+
+
+def test_dub_of_a_turned_phone_video_keeps_its_stored_samples(lipsync, media, tmp_path):
+    """A video stored sideways with a display rotation (as phones write) is dubbed upright, and
+    the rows above the face are still the input's stored samples, turned with the picture."""
+    upright = moving_face_frames(12, (160, 96))  # portrait
+    path = write_video(tmp_path / "phone.mp4", [np.ascontiguousarray(np.rot90(f)) for f in upright],
+                       rotation=90)
+    shown = list(iter_frames(path, keep_planes=True))
+    assert np.abs(shown[0].image.astype(int) - upright[0]).mean() < 8  # upright, not upside down
+    assert shown[0].planes.size == (96, 160)
+    out = lipsync.dub(path, media["tiny"], tmp_path / "phone_dub.mp4", crf=0).output
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 160)
+        written = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    assert len(written) == 12
+    for yuv, f in zip(written, shown):
+        assert np.array_equal(yuv[:10], f.planes.data[:10])  # the top 10 rows of Y
+        assert not np.array_equal(yuv, f.planes.data)  # the face was redrawn
 
 
 def test_video_longer_than_audio_is_cut_or_kept(lipsync, media, tmp_path):

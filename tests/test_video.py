@@ -88,22 +88,27 @@ def test_rotation_metadata_reads_upright(tmp_path, rotation):
     assert err < 8 and err < flipped / 3, (err, flipped)
 
 
-def test_stored_planes_are_kept_only_when_asked_and_shown_as_stored(tmp_path):
+@pytest.mark.parametrize("size", [SIZE, (90, 128)])  # 90: a height whose colour planes end mid-row
+def test_stored_planes_are_kept_only_when_asked_and_shown_as_stored(tmp_path, size):
     """``keep_planes`` gives each frame's 4:2:0 planes, which decode to exactly the RGB image
-    given beside them; not without the flag, not for rotated video, not for a still image."""
-    path = write_video(tmp_path / "plain.mp4", moving_face_frames(4, SIZE), fps=25)
+    given beside them (turned upright with it); not without the flag, not for a still image."""
+    path = write_video(tmp_path / "plain.mp4", moving_face_frames(4, size), fps=25)
     frames = list(iter_frames(path, fps=25, keep_planes=True))
     assert len(frames) == 4
     for f in frames:
         assert f.planes is not None and f.planes.matrix == "bt601"
-        assert f.planes.data.shape == (SIZE[0] * 3 // 2, SIZE[1]) and f.planes.data.dtype == np.uint8
+        assert f.planes.data.shape == (size[0] * 3 // 2, size[1]) and f.planes.data.dtype == np.uint8
+        assert f.planes.u.shape == f.planes.v.shape == (size[0] // 2, size[1] // 2)
         again = av.VideoFrame.from_ndarray(f.planes.data, format="yuv420p").to_ndarray(format="rgb24")
         assert np.array_equal(again, f.image)
     assert all(f.planes is None for f in iter_frames(path))
     upright = place(face_photo("astronaut"), (120, 96), (48, 60), 0.2)
     stored = np.ascontiguousarray(np.rot90(upright))
     turned = write_raw(tmp_path / "phone.mp4", [stored] * 2, [0, 40], rotation=90)
-    assert all(f.planes is None for f in iter_frames(turned, keep_planes=True))
+    for f in iter_frames(turned, keep_planes=True):
+        assert f.image.shape == upright.shape and f.planes.size == (96, 120)
+        again = av.VideoFrame.from_ndarray(f.planes.data, format="yuv420p").to_ndarray(format="rgb24")
+        assert np.array_equal(again, f.image)
     still = tmp_path / "still.png"
     Image.fromarray(upright).save(still)
     assert next(iter_frames(still, keep_planes=True)).planes is None

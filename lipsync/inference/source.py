@@ -159,9 +159,7 @@ class FrameSource:
             def picture(frame: av.VideoFrame) -> np.ndarray:
                 nonlocal cache
                 if cache is None or cache[0] is not frame:
-                    img, planes = decode_rgb(frame, self.keep_planes and not rotation)
-                    if rotation:
-                        img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+                    img, planes = decode_rgb(frame, self.keep_planes, rotation)
                     self._keep(img, planes)
                     cache = (frame, img)
                 return cache[1]

@@ -78,12 +78,13 @@ def apply_rgb_change(planes: YuvPlanes, before: np.ndarray, after: np.ndarray,
     kr, kb = YUV_MATRICES[planes.matrix]
     luma = np.array([kr, 1.0 - kr - kb, kb], np.float32)
     d = after[y0:y1, x0:x1].astype(np.float32) - before[y0:y1, x0:x1]
-    y = out[:h, x0:x1][y0:y1]
+    y = out[y0:y1, x0:x1]
     y[...] = np.clip(np.rint(y + d @ luma * (219 / 255)), 0, 255)
     m = d.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2, 3).mean(axis=(1, 3))
     e = m @ luma
-    cb = out[h:h + h // 4].reshape(h // 2, w // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2]  # views into out
-    cr = out[h + h // 4:].reshape(h // 2, w // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
+    stored = YuvPlanes(out, planes.matrix, planes.colorspace, planes.color_primaries, planes.color_trc)
+    cb = stored.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2]  # views into out
+    cr = stored.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
     cb[...] = np.clip(np.rint(cb + (m[..., 2] - e) * (224 / 255 / (2 * (1 - kb)))), 0, 255)
     cr[...] = np.clip(np.rint(cr + (m[..., 0] - e) * (224 / 255 / (2 * (1 - kr)))), 0, 255)
     return out
