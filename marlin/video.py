@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -164,7 +164,7 @@ class YuvPlanes:
             return self
         y, u, v = (np.rot90(p, k) for p in (self.y, self.u, self.v))
         data = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, y.shape[1])
-        return YuvPlanes(data, self.matrix, self.colorspace, self.color_primaries, self.color_trc)
+        return replace(self, data=data)
 
 
 def decode_rgb(frame: av.VideoFrame, keep_planes: bool = False,

@@ -8,7 +8,7 @@ which pixels the engine touched.
 from __future__ import annotations
 
 import csv
-from dataclasses import astuple
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -167,7 +167,7 @@ def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media
     """With the input's planes, pixels the dub left alone are encoded exactly as stored (crf 0),
     the changed ones decode to the new RGB, and the stream keeps the input's colour tags."""
     from lipsync.inference.writer import DubWriter
-    from marlin.video import YuvPlanes, decode_rgb
+    from marlin.video import decode_rgb
 
     w = 128
     picture = moving_face_frames(1, (h, w))[0]
@@ -205,7 +205,7 @@ def test_writer_stores_unchanged_pixels_as_the_input_stored_them(tmp_path, media
     assert box_error(before) > 15  # what the change moved
     for yuv, rgb in got[1:]:
         assert np.array_equal(yuv[:h][outside], planes.y[outside])
-        written = YuvPlanes(yuv, *astuple(planes)[1:])
+        written = replace(planes, data=yuv)
         for a, b in ((written.u, planes.u), (written.v, planes.v)):
             assert np.array_equal(a[outside[::2, ::2]], b[outside[::2, ::2]])
         assert np.array_equal(rgb[outside], before[outside])  # RGB too, colour included

@@ -24,6 +24,7 @@ they decoded the input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -82,7 +83,7 @@ def apply_rgb_change(planes: YuvPlanes, before: np.ndarray, after: np.ndarray,
     y[...] = np.clip(np.rint(y + d @ luma * (219 / 255)), 0, 255)
     m = d.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2, 3).mean(axis=(1, 3))
     e = m @ luma
-    stored = YuvPlanes(out, planes.matrix, planes.colorspace, planes.color_primaries, planes.color_trc)
+    stored = dataclasses.replace(planes, data=out)
     cb = stored.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2]  # views into out
     cr = stored.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
     cb[...] = np.clip(np.rint(cb + (m[..., 2] - e) * (224 / 255 / (2 * (1 - kb)))), 0, 255)
@@ -206,8 +207,7 @@ class DubWriter:
         """Before the first frame: the input's colour tags when it comes with stored planes, else
         BT.601 limited range, what the conversion from RGB uses, named in the stream."""
         cc = self.video.codec_context
-        w, h = self._size
-        if planes is not None and self.video.pix_fmt == "yuv420p" and planes.data.shape == (h * 3 // 2, w):
+        if planes is not None and self.video.pix_fmt == "yuv420p" and planes.size == self._size:
             self._matrix = planes.matrix
             cc.colorspace, cc.color_primaries, cc.color_trc = \
                 planes.colorspace, planes.color_primaries, planes.color_trc
@@ -218,7 +218,7 @@ class DubWriter:
     def _frame(self, rgb: np.ndarray, base: np.ndarray | None, planes: YuvPlanes | None,
                region: tuple[int, int, int, int] | None) -> av.VideoFrame:
         if self._matrix is not None and planes is not None and planes.matrix == self._matrix \
-                and planes.data.shape[1] == rgb.shape[1]:
+                and planes.size == self._size:
             data = planes.data if base is None or base is rgb else apply_rgb_change(planes, base, rgb, region)
             return av.VideoFrame.from_ndarray(data, format="yuv420p")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
