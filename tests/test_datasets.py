@@ -163,6 +163,7 @@ def test_mouth_mask_follows_the_lips_region(data, tmp_path):
         assert ys.min() >= 68 - 10 and ys.max() <= 76 + 10 and xs.min() >= 2 * (10 + t) - 10
     assert torch.isnan(item["opening"]).all() and item["opening"].shape == (5,)  # no landmarks stored
     assert torch.isnan(item["width"]).all() and item["width"].shape == (5,)
+    assert torch.isnan(item["geometry"]).all() and item["geometry"].shape == (5, 5)
     # clips preprocessed without region maps give an all-zero mask
     plain = LipSyncDataset(data, ["talk0"], n_frames=5, size=32)[(0, 3)]["mouth"]
     assert plain.shape == (1, 5, 32, 32) and plain.max() == 0
@@ -181,3 +182,8 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
                                rtol=1e-6)
     # "rest": the reference window's most closed mouth
     assert item["rest"] == int(np.argmin(mouth_opening(landmarks[item["ref_start"]:item["ref_start"] + 5])))
+    # "geometry": where each target frame's mouth is, for mouth_map generators
+    from lipsync.models.marlin_generator import mouth_geometry
+
+    np.testing.assert_allclose(item["geometry"].numpy(),
+                               mouth_geometry(landmarks[item["start"]:item["start"] + 5], 48), rtol=1e-6)

@@ -628,6 +628,107 @@ def test_mouth_reference_grows_neutral_and_tells_the_decoder_the_frames_own_open
         registry.create_model("marlin_lip_tiny", mouth_reference=True)
 
 
+def _mouth_landmarks(cx: float, cy: float, half: float, eyes: float, tilt: float = 0.0) -> np.ndarray:
+    """Face-mesh points (pixels) with the mouth corners at ``cx -/+ half`` (rotated by ``tilt``) and
+    the outer eye corners ``eyes`` apart; every other point at the corners' midpoint."""
+    pts = np.tile(np.array([cx, cy], np.float32), (478, 1))
+    d = half * np.array([math.cos(tilt), math.sin(tilt)], np.float32)
+    pts[61], pts[291] = (cx, cy) - d, (cx, cy) + d
+    pts[33], pts[263] = (cx - eyes / 2, cy - 30), (cx + eyes / 2, cy - 30)
+    return pts
+
+
+def test_mouth_geometry_and_ellipses_place_the_lip_gap():
+    """mouth_geometry: the corners' midpoint, their direction and the eye distance as fractions of
+    the crop; mouth_ellipses draws the asked-for gap (channel 0) and the frame's own (channel 1)
+    below the corners by GAP_DROP of the gap, as tall as the gap, nothing for unknown geometry."""
+    lm = _mouth_landmarks(48, 60, 12, 40)
+    geo = mg.mouth_geometry(np.stack([lm, _mouth_landmarks(48, 60, 12, 40, tilt=math.pi / 2)]), 96)
+    np.testing.assert_allclose(geo[0], [0.5, 0.625, 1.0, 0.0, 40 / 96], atol=1e-6)
+    np.testing.assert_allclose(geo[1, 2:4], [0.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="478, 2"):
+        mg.mouth_geometry(np.zeros((68, 2)), 96)
+    size = 96
+    geometry = torch.from_numpy(np.stack([geo[0], geo[0], np.full(5, np.nan, np.float32)]))
+    told = torch.tensor([[0.5, 0.6], [0.0, 0.6], [0.5, 0.6]])  # opening, width (eye distances)
+    maps = mg.mouth_ellipses(geometry, told, torch.tensor([0.0, 0.5, 0.0]), size)
+    assert maps.shape == (3, 2, size, size) and maps.min() >= 0 and maps.max() <= 1
+    gap = 0.5 * 40  # pixels
+    centre_y = 60 + mg.GAP_DROP * gap
+
+    def rows(m):  # the rows where the ellipse covers the middle column
+        return torch.nonzero(m[:, 48] > 0).flatten().float()
+
+    wide = rows(maps[0, 0])
+    assert wide.min() + 0.5 == pytest.approx(centre_y - gap / 2, abs=1.5)
+    assert wide.max() + 0.5 == pytest.approx(centre_y + gap / 2, abs=1.5)
+    assert maps[0, 0, int(centre_y), 48] > 0.9  # its peak at the gap's centre
+    half_width = mg.GAP_HALF_WIDTH * 0.6 * 40
+    cols = torch.nonzero(maps[0, 0, int(centre_y)] > 0).flatten().float()
+    assert cols.max() - cols.min() + 1 == pytest.approx(2 * half_width, abs=2)
+    assert len(rows(maps[0, 1])) <= 3  # its own mouth is closed: a line at the corners
+    torch.testing.assert_close(maps[1, 0], maps[0, 1])  # told closed, own open: the other way round
+    torch.testing.assert_close(maps[1, 1], maps[0, 0])
+    assert maps[2].abs().max() == 0  # no landmarks: nothing drawn
+
+
+def test_mouth_map_grows_neutral_and_draws_the_shape_where_the_mouth_is(tmp_path):
+    """--init --set mouth_map=true starts as the generator it grew from; trained, the output follows
+    where mouth_geometry puts the mouth and the shape told; decoding some frames takes their rows;
+    inference passes each frame's own geometry."""
+    from lipsync.inference.runner import GeneratorRunner
+    from lipsync.models import GENERATORS
+    from lipsync.models.marlin_generator import inference_reference, needs_geometry
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(8)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, mouth_input=True,
+                                 mouth_reference=True).eval()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"mouth_map": True}, path, GENERATORS).eval()
+    assert needs_geometry(model) and not needs_geometry(base)
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    geo = torch.from_numpy(mg.mouth_geometry(_mouth_landmarks(24, 32, 8, 20), 48)).expand(2, 16, 5).clone()
+    shape = torch.stack([torch.rand(2, 16) * 0.4, 0.5 + torch.rand(2, 16) * 0.2], dim=-1)
+    with torch.no_grad():
+        plain = base(faces, mels, mouth_shape=shape)
+        torch.testing.assert_close(model(faces, mels, mouth_shape=shape, mouth_geometry=geo), plain,
+                                   rtol=0, atol=1e-5)
+    _wake(model, model.mouth_map_conv, faces, mels, mouth_shape=shape, mouth_geometry=geo)
+    with torch.no_grad():  # (the pass in train mode moved BatchNorm's statistics: compare with itself)
+        drawn = model(faces, mels, mouth_shape=shape, mouth_geometry=geo)
+        plain = model(faces, mels, mouth_shape=shape)  # no geometry: nothing drawn
+        assert (drawn - plain).abs().max() > 1e-2
+        moved = geo.clone()
+        moved[..., 1] -= 0.2  # the mouth placed higher up
+        assert (model(faces, mels, mouth_shape=shape, mouth_geometry=moved) - drawn).abs().max() > 1e-2
+        unknown = geo.clone()
+        unknown[1] = float("nan")  # the second clip has no landmarks: nothing drawn for it
+        mixed = model(faces, mels, mouth_shape=shape, mouth_geometry=unknown)
+        torch.testing.assert_close(mixed[0], drawn[0])
+        torch.testing.assert_close(mixed[1], plain[1], rtol=0, atol=1e-5)
+        pick = torch.tensor([[1, 2], [5, 6]])
+        torch.testing.assert_close(model(faces, mels, frames=pick, mouth_shape=shape, mouth_geometry=geo),
+                                   torch.stack([drawn[0, :, 1:3], drawn[1, :, 5:7]]))
+        again = checkpoints.load(checkpoints.save(tmp_path / "mapped.safetensors", model)).model.eval()
+        torch.testing.assert_close(again(faces, mels, mouth_shape=shape, mouth_geometry=geo), drawn)
+        with pytest.raises(ValueError, match="one row per frame"):
+            model(faces, mels, mouth_geometry=geo[:, :8])
+    frames = torch.rand(16, 3, 48, 48)
+    _, extra = inference_reference(model, frames, None, 16, geo[0])
+    torch.testing.assert_close(extra["mouth_geometry"], geo[0])
+    _, extra = inference_reference(base, frames, None, 16, geo[0])
+    assert "mouth_geometry" not in extra
+    runner = GeneratorRunner(model, torch.device("cpu"), precision="fp32", optimize=False)
+    assert runner.needs_geometry
+    crops = (frames.permute(0, 2, 3, 1) * 255).byte().numpy()
+    m = mels[0, :, 0].numpy()
+    assert (runner(crops, m, geometry=geo[0].numpy()).astype(int)
+            - runner(crops, m).astype(int)).any()
+    with pytest.raises(ValueError, match="mouth_input"):
+        registry.create_model("marlin_lip_tiny", mouth_map=True)
+
+
 def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
     """mouth_gain scales the opening the head predicts (its standardised deviation from the typical
     mouth) before the decoder sees it; measured shapes and the width are used as they are."""

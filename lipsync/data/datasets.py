@@ -161,6 +161,17 @@ class _ClipSet(Dataset):
         """(count,) float32 mouth width of frames from ``start`` (NaN without mediapipe landmarks)."""
         return self._mesh_measure(mouth_width, index, start, count)
 
+    def geometry(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count, 5) float32 where the mouth is in frames from ``start``
+        (``lipsync.models.marlin_generator.mouth_geometry``; NaN without mediapipe landmarks)."""
+        from lipsync.models.marlin_generator import mouth_geometry
+
+        clip = self.clip(index)
+        if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
+            return torch.full((count, 5), float("nan"))
+        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
+        return torch.from_numpy(mouth_geometry(clip.landmarks[idx], clip.size))
+
     def _mesh_measure(self, measure, index: int, start: int, count: int) -> torch.Tensor:
         clip = self.clip(index)
         if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
@@ -245,6 +256,9 @@ class LipSyncDataset(_ClipSet):
         closed, 0.3-0.5 wide open), NaN for clips without mediapipe landmarks.
     width : (T,) float32 distance between the mouth corners of each target frame relative to the
         eye-corner distance (``lipsync.data.sync_measure.mouth_width``), NaN without landmarks.
+    geometry : (T, 5) float32 where each target frame's mouth is in the crop (mouth corners'
+        midpoint, their direction, the eye-corner distance: ``mouth_geometry`` of the stored
+        landmarks), for ``mouth_map`` generators; NaN without landmarks.
     rest : int, the reference window's frame with the most closed mouth (smallest landmark
         opening; 0 without landmarks), for ``reference_fill="rest"`` generators (with
         ``reference="counterfactual"``, from the target's openings: the counterfactual's are not measured).
@@ -336,7 +350,8 @@ class LipSyncDataset(_ClipSet):
         return {"faces": torch.cat([masked, reference]), "target": target, "mels": mels,
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
                 "mouth": self.mouth(index, start, t, s), "opening": self.opening(index, start, t),
-                "width": self.width(index, start, t), "rest": self.rest(index, ref),
+                "width": self.width(index, start, t), "geometry": self.geometry(index, start, t),
+                "rest": self.rest(index, ref),
                 "index": index, "start": start, "ref_start": ref}
 
 

@@ -275,7 +275,10 @@ class Engine:
         openings = None
         if self.runner.needs_openings:  # each window's most closed mouth, the copy gate, mouth_reference
             openings = np.array([_opening(items[src].track) for _, src, _ in slots], np.float32)
-        generated = self.runner(batch_crops, batch_mels, self.times, openings)
+        geometry = None
+        if self.runner.needs_geometry:  # where each crop's mouth is, for mouth_map generators
+            geometry = np.stack([_geometry(items[src].track, crops[src][1]) for _, src, _ in slots])
+        generated = self.runner(batch_crops, batch_mels, self.times, openings, geometry)
         out_for = {k: generated[pos] for pos, (k, src, pad) in enumerate(slots) if k == src and not pad}
         t0 = time.perf_counter()
         done = []
@@ -295,6 +298,16 @@ class Engine:
     def _passthrough(items: list[_Item]) -> Iterator[OutFrame]:
         for it in items:
             yield OutFrame(it.index, it.source_index, it.image, False)
+
+
+def _geometry(track, crop_map) -> np.ndarray:
+    """(5,) where a tracked face's mouth is in its crop (``mouth_geometry``); NaN without landmarks."""
+    from lipsync.models.marlin_generator import mouth_geometry
+
+    try:
+        return mouth_geometry(crop_map.to_crop(track.landmarks), crop_map.width, crop_map.height)
+    except (ValueError, TypeError):  # no landmarks, or another landmark scheme
+        return np.full(5, np.nan, np.float32)
 
 
 def _opening(track) -> float:

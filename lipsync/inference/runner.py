@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipsync.models.marlin_generator import inference_reference, needs_openings
+from lipsync.models.marlin_generator import inference_reference, needs_geometry, needs_openings
 
 from .options import StageTimes
 
@@ -68,6 +68,7 @@ class GeneratorRunner:
         model = model.eval().to(device)
         model.requires_grad_(False)
         self.needs_openings = needs_openings(model)  # the engine then passes the faces' mouth openings
+        self.needs_geometry = needs_geometry(model)  # ... and where each crop's mouth is
         self.device = device
         self.size = int(getattr(model, "img_size", 96))
         self.window = int(getattr(model, "frames_per_window", 1))
@@ -104,7 +105,7 @@ class GeneratorRunner:
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, times: StageTimes | None = None,
-                 openings: np.ndarray | None = None) -> np.ndarray:
+                 openings: np.ndarray | None = None, geometry: np.ndarray | None = None) -> np.ndarray:
         """Generate faces for ``crops`` speaking ``mels``.
 
         Parameters
@@ -116,6 +117,9 @@ class GeneratorRunner:
             generator with ``reference_fill="rest"`` (each window's most closed mouth is shown in
             the reference; without them, its first frame), ``copy_gate`` (without them, no gate)
             or ``mouth_reference`` (without them, each frame's mouth counts as open as the audio asks)
+        geometry : (N, 5) float, where each crop's mouth is
+            (``lipsync.models.marlin_generator.mouth_geometry`` of its landmarks in crop pixels, NaN
+            rows where unknown), for a ``mouth_map`` generator (without it, no mouth is drawn for it)
 
         Returns
         -------
@@ -133,7 +137,8 @@ class GeneratorRunner:
         masked = x.clone()
         masked[:, :, s // 2:] = 0
         known = None if openings is None else torch.as_tensor(openings).float()
-        reference, extra = inference_reference(self.model, x, known, self.window)
+        where = None if geometry is None else torch.as_tensor(geometry).float()
+        reference, extra = inference_reference(self.model, x, known, self.window, where)
         faces = torch.cat([masked, reference], dim=1)  # (N, 6, S, S)
         kwargs = {k: v.to(self.device) for k, v in extra.items()}
         m = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device).unsqueeze(1)

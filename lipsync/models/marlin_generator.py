@@ -63,6 +63,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -74,7 +75,8 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "mouth_shape_units", "needs_openings", "needs_rest", "neighbour_reference", "opening_units",
+           "mouth_ellipses", "mouth_geometry", "mouth_shape_units", "needs_geometry", "needs_openings",
+           "needs_rest", "neighbour_reference", "opening_units",
            "rest_frames", "takes_reference_opening", "warp_image"]
 
 
@@ -141,6 +143,14 @@ class MarlinLipConfig(ModelConfig):
     # the frame's own opening is taken to be the one the audio asks for.  The biases start at zero,
     # so trained weights gain it unchanged (--init --set mouth_reference=true)
     mouth_reference: bool = False
+    # with ``mouth_input``: also draw the mouth's shape for the decoder, where the biases above only
+    # tell it as numbers: two soft ellipses at every decoder scale, the lip gap the shape asks for and
+    # the reference frame's own (its opening), placed by each frame's face-mesh mouth corners and
+    # sized by its eye-corner distance (``mouth_geometry``: :func:`mouth_geometry` of the landmarks
+    # in training and at inference).  A convolution of them is added to the features before each
+    # block; it starts at zero, so trained weights gain it unchanged (--init --set mouth_map=true).
+    # Frames without landmarks get no ellipses (all zero)
+    mouth_map: bool = False
     # with ``mouth_input``: how far from the typical shape (``MOUTH_SHAPE_MEAN``) the opening
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
     # predicted (1: as predicted).  The decoder learned from measured shapes but also sees the
@@ -199,6 +209,8 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError(f"copy_bias must be a finite number, got {self.copy_bias}")
         if self.copy_bias and not self.composite:
             raise ValueError("copy_bias shifts the composite's mix: set composite=True too")
+        if self.mouth_map and not self.mouth_input:
+            raise ValueError("mouth_map draws the mouth shape mouth_input tells: set mouth_input=True too")
         if self.mouth_reference and not self.mouth_input:
             raise ValueError("mouth_reference is told next to the mouth shape: set mouth_input=True too")
         if not (math.isfinite(self.copy_gate) and self.copy_gate >= 0):
@@ -308,6 +320,11 @@ def takes_reference_opening(model: nn.Module) -> bool:
     return bool(getattr(config, "copy_gate", 0.0)) or bool(getattr(config, "mouth_reference", False))
 
 
+def needs_geometry(model: nn.Module) -> bool:
+    """Whether inference should give ``model`` each frame's ``mouth_geometry`` (``mouth_map``)."""
+    return bool(getattr(getattr(model, "config", None), "mouth_map", False))
+
+
 def needs_openings(model: nn.Module) -> bool:
     """Whether inference should give ``model`` the mouth opening of each input frame: for ``rest``
     (:func:`needs_rest`), or as ``reference_opening`` (:func:`takes_reference_opening`)."""
@@ -334,11 +351,13 @@ def rest_frames(openings: Tensor, window: int) -> Tensor:
 
 
 def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | None,
-                        window: int) -> tuple[Tensor, dict[str, Tensor]]:
+                        window: int, geometry: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The reference and extra keyword inputs inference gives ``model`` for consecutive windows of
     one face: the frames themselves, or their neighbouring windows (``inference_reference``); for
-    ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames; and
-    with ``copy_gate`` or ``mouth_reference``, those openings themselves as ``reference_opening``.
+    ``reference_fill="rest"``, ``rest`` from the mouth ``openings`` of those reference frames;
+    with ``copy_gate`` or ``mouth_reference``, those openings themselves as ``reference_opening``;
+    and with ``mouth_map``, ``geometry`` as ``mouth_geometry`` (the frames' own: the mouth is
+    drawn where each frame has it, whichever reference is shown).
 
     Parameters
     ----------
@@ -346,16 +365,21 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     frames : (N, ...) the input frames, N a multiple of ``window``.
     openings : (N,) float mouth opening of each frame (NaN where unknown), or None (all unknown).
     window : frames per window.
+    geometry : (N, 5) :func:`mouth_geometry` of each frame (NaN rows where unknown), or None.
     """
     config = getattr(model, "config", None)
     if getattr(config, "inference_reference", "same") == "neighbour":
         frames = neighbour_reference(frames, window)
         openings = None if openings is None else neighbour_reference(openings, window)
+    extra = {}
+    if needs_geometry(model) and geometry is not None:
+        extra["mouth_geometry"] = geometry.float()
     if not needs_openings(model):
-        return frames, {}
+        return frames, extra
     if openings is None:
         openings = torch.full((frames.shape[0],), float("nan"))
-    extra = {"rest": rest_frames(openings, window)} if needs_rest(model) else {}
+    if needs_rest(model):
+        extra["rest"] = rest_frames(openings, window)
     if takes_reference_opening(model):
         extra["reference_opening"] = openings.float()
     return frames, extra
@@ -425,7 +449,7 @@ class MarlinLipGenerator(nn.Module):
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
     grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.",
-                      "reference_bias.")
+                      "reference_bias.", "mouth_map_conv.")
     #: config fields a change may widen trained weights by (``--init --set``): see :meth:`grown_state`
     widened_fields = ("decoder_channels", "output_channels")
 
@@ -500,6 +524,13 @@ class MarlinLipGenerator(nn.Module):
             for bias in self.reference_bias:
                 nn.init.zeros_(bias.weight)
                 nn.init.zeros_(bias.bias)
+        if cfg.mouth_map:
+            # a 3x3 convolution of the two ellipses per block (and the output block), added to what
+            # it takes in; zero at the start
+            self.mouth_map_conv = nn.ModuleList(nn.Conv2d(2, c, 3, 1, 1) for c in widths)
+            for conv in self.mouth_map_conv:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -625,7 +656,8 @@ class MarlinLipGenerator(nn.Module):
 
     def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
                 frames: Tensor | None = None, rest: Tensor | None = None,
-                mouth_shape: Tensor | None = None, reference_opening: Tensor | None = None) -> Tensor:
+                mouth_shape: Tensor | None = None, reference_opening: Tensor | None = None,
+                mouth_geometry: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -657,6 +689,10 @@ class MarlinLipGenerator(nn.Module):
             (no gate there; ``mouth_reference`` then takes the opening the audio asks for).
             Inference passes it (:func:`inference_reference`), training to ``mouth_reference``
             generators (read by the opening reader); the gate acts in eval mode only.
+        mouth_geometry:
+            ``(B, T, 5)`` or ``(B*T, 5)`` float, for ``mouth_map`` (ignored without it): where each
+            frame's mouth is (:func:`mouth_geometry` of its face-mesh landmarks in face-crop
+            pixels), NaN where unknown (no ellipses there); None: no ellipses at all.
 
         Returns
         -------
@@ -678,6 +714,12 @@ class MarlinLipGenerator(nn.Module):
             if own.shape[0] != x.shape[0]:
                 raise ValueError(f"reference_opening must be (B, T) or (B*T,), one opening per frame of "
                                  f"faces, got {tuple(reference_opening.shape)}")
+        geometry = None
+        if self.config.mouth_map and mouth_geometry is not None:
+            geometry = mouth_geometry.reshape(-1, 5)
+            if geometry.shape[0] != x.shape[0]:
+                raise ValueError(f"mouth_geometry must be (B, T, 5) or (B*T, 5), one row per frame of "
+                                 f"faces, got {tuple(mouth_geometry.shape)}")
         x = self._mask_reference(x, rest)
         if tokens is None:
             tokens = self._encode_folded(x)
@@ -697,10 +739,12 @@ class MarlinLipGenerator(nn.Module):
                 mouth_shape = mouth_shape[rows.to(mouth_shape.device)]
             if own is not None:
                 own = own[rows.to(own.device)]
+            if geometry is not None:
+                geometry = geometry[rows.to(geometry.device)]
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases, said = self._mouth_biases(embedding, mouth_shape, own)
+        biases, said = self._mouth_biases(embedding, mouth_shape, own, geometry)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -733,12 +777,14 @@ class MarlinLipGenerator(nn.Module):
         return unfold_frames(out, t)
 
     def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None,
-                      own: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
+                      own: Tensor | None = None,
+                      geometry: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
         """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``) and, with
         ``mouth_reference``, the reference's own opening ``own`` (``(N,)``, NaN where unknown), else
-        []; and the ``(N,)`` opening the shape stands for in opening units (the head's, before
-        ``mouth_gain``, or the given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per
-        decoded frame."""
+        []; with ``mouth_map``, ``(N, C, s, s)`` at each block's size ``s`` (the biases plus the
+        convolved ellipses of :func:`mouth_ellipses`, drawn where ``geometry`` places them); and the
+        ``(N,)`` opening the shape stands for in opening units (the head's, before ``mouth_gain``,
+        or the given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
         if not self.config.mouth_input:
             return [], None
         shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
@@ -755,6 +801,15 @@ class MarlinLipGenerator(nn.Module):
             mine = torch.where(torch.isfinite(mine), mine, said.float()).to(shape.dtype)[:, None]
             biases = [b + MOUTH_BIAS_GAIN * r(mine)[:, :, None, None]
                       for b, r in zip(biases, self.reference_bias)]
+        if self.config.mouth_map and geometry is not None:
+            told = shape.float() * torch.tensor(MOUTH_SHAPE_STD, device=shape.device) \
+                + torch.tensor(MOUTH_SHAPE_MEAN, device=shape.device)  # measured units
+            theirs = told[:, 0] if own is None else own.to(told.device).float()
+            theirs = torch.where(torch.isfinite(theirs), theirs, told[:, 0])
+            geometry = geometry.to(told.device).float()
+            sizes = [*self.scales, self.img_size]
+            biases = [b + MOUTH_BIAS_GAIN * conv(mouth_ellipses(geometry, told, theirs, size).to(b.dtype))
+                      for b, conv, size in zip(biases, self.mouth_map_conv, sizes)]
         said = opening_units(said.float(), inverse=True)
         return biases, said
 
@@ -786,6 +841,82 @@ def opening_units(opening: Tensor, inverse: bool = False) -> Tensor:
     if inverse:
         return opening * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
     return (opening - MOUTH_SHAPE_MEAN[0]) / MOUTH_SHAPE_STD[0]
+
+
+#: how far down from the mouth corners' midpoint the lip gap's centre sits, as a share of the gap:
+#: the lower lip and jaw make most of an opening (about 0.7 of it on faces, and in the synthetic
+#: renderer), so the gap's centre drops by about 0.2 of it
+GAP_DROP = 0.22
+#: the lip gap's half width, as a share of the corner-to-corner distance
+GAP_HALF_WIDTH = 0.45
+
+
+def mouth_geometry(landmarks: np.ndarray, width: float, height: float | None = None) -> np.ndarray:
+    """Where a face's mouth is, as :class:`MarlinLipGenerator` takes it (``mouth_geometry``).
+
+    Parameters
+    ----------
+    landmarks : (478, 2) or (T, 478, 2) mediapipe face-mesh points in the pixels of a face crop.
+    width, height : the crop's size in those pixels (``height`` defaults to ``width``).
+
+    Returns
+    -------
+    (5,) or (T, 5) float32 ``(cx, cy, ux, uy, e)``: the mouth corners' midpoint as fractions of the
+    crop's width and height, the unit direction from the image-left corner to the right one, and
+    the outer-eye-corner distance as a fraction of the crop's width.
+    """
+    from lipsync.data.synthetic.landmarks import EYE_OUTER, MOUTH_CORNERS
+
+    pts = np.asarray(landmarks, np.float64)
+    if pts.shape[-2:] not in ((478, 2), (468, 2)):
+        raise ValueError(f"expected mediapipe landmarks (..., 478, 2), got shape {pts.shape}")
+    pts = pts / np.array([width, height or width])
+    left, right = pts[..., MOUTH_CORNERS[0], :], pts[..., MOUTH_CORNERS[1], :]
+    along = right - left
+    unit = along / np.maximum(np.linalg.norm(along, axis=-1, keepdims=True), 1e-6)
+    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
+    return np.concatenate([(left + right) / 2, unit, eyes[..., None]], axis=-1).astype(np.float32)
+
+
+def mouth_ellipses(geometry: Tensor, told: Tensor, own: Tensor, size: int) -> Tensor:
+    """The two soft lip-gap ellipses a ``mouth_map`` generator is shown, at ``size`` x ``size``.
+
+    Channel 0 is the gap the shape ``told`` asks for (its opening and width), channel 1 the
+    reference frame's own gap (opening ``own``, the told width).  Each is ``1 - r`` clipped at 0,
+    ``r`` the elliptical radius about the gap's centre (``GAP_DROP`` of the gap below the corners'
+    midpoint, across the corner line), the semi-axes ``GAP_HALF_WIDTH`` of the corner distance and
+    half the gap, each widened by a pixel so a closed mouth is a thin line rather than nothing.
+    Written by hand: a few broadcast tensor ops, batched, on the model's device (a drawing library
+    would rasterise one frame at a time on the CPU).
+
+    Parameters
+    ----------
+    geometry : (N, 5) :func:`mouth_geometry` rows; rows with a NaN draw nothing (zeros).
+    told : (N, 2) measured (opening, width) (``lipsync.data.sync_measure`` units).
+    own : (N,) measured opening.
+
+    Returns
+    -------
+    (N, 2, size, size) float32 in [0, 1].
+    """
+    g = geometry.float()
+    cx, cy, ux, uy, e = (g[:, k, None, None] for k in range(5))
+    pixel = 1.0 / size
+    grid = (torch.arange(size, device=g.device, dtype=torch.float32) + 0.5) / size
+    ys, xs = grid[:, None], grid[None, :]
+    half = (GAP_HALF_WIDTH * told[:, 1].float().clamp(min=0))[:, None, None] * e
+    maps = []
+    for opening in (told[:, 0].float(), own.float()):
+        gap = opening.clamp(min=0)[:, None, None] * e
+        dx = xs - (cx - uy * GAP_DROP * gap)  # the normal to the corner line, pointing down: (-uy, ux)
+        dy = ys - (cy + ux * GAP_DROP * gap)
+        along = dx * ux + dy * uy
+        across = -dx * uy + dy * ux
+        r = torch.sqrt((along.square() / (half.square() + pixel**2))
+                       + across.square() / ((gap / 2).square() + pixel**2))
+        maps.append((1 - r).clamp(min=0))
+    out = torch.stack(maps, dim=1)
+    return torch.nan_to_num(out, nan=0.0)
 
 
 def _extra(x: Tensor, skip: Tensor | None, size: int) -> list[Tensor]:

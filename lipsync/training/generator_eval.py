@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lipsync.data.datasets import LipSyncDataset, collate_keys
 from lipsync.metrics.perceptual import psnr, ssim
 from lipsync.models import SyncNetColor
-from lipsync.models.marlin_generator import inference_reference, needs_rest
+from lipsync.models.marlin_generator import inference_reference, needs_geometry, needs_rest
 
 from .common import bce, image_rows, lower_half
 
@@ -59,6 +59,8 @@ def extra_inputs(generator: nn.Module, batch: dict, device: torch.device,
     with ``reader``, a ``mouth_reference`` generator's ``reference_opening`` as well (what
     inference measures from the landmarks, read from the reference frames here)."""
     extra = {"rest": batch["rest"].to(device)} if needs_rest(generator) else {}
+    if needs_geometry(generator) and "geometry" in batch:
+        extra["mouth_geometry"] = batch["geometry"].to(device)
     if reader is not None and getattr(getattr(generator, "config", None), "mouth_reference", False):
         extra["reference_opening"] = reference_openings(reader, batch["faces"].to(device))
     return extra
@@ -143,7 +145,8 @@ def render_clip(generator: nn.Module, dataset: LipSyncDataset, index: int, devic
     frames = dataset.frames(index, 0, n, size)  # (n, 3, S, S)
     masked = frames.clone()
     masked[:, :, size // 2:] = 0
-    reference, extra = inference_reference(generator, frames, dataset.opening(index, 0, n), window)
+    reference, extra = inference_reference(generator, frames, dataset.opening(index, 0, n), window,
+                                           dataset.geometry(index, 0, n))
     faces = torch.cat([masked, reference], dim=1)  # (n, 6, S, S)
     mels = torch.from_numpy(dataset.frame_mels(index, 0, n))[:, None]
     was = generator.training
