@@ -183,7 +183,7 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
     # "rest": the reference window's most closed mouth
     assert item["rest"] == int(np.argmin(mouth_opening(landmarks[item["ref_start"]:item["ref_start"] + 5])))
     # "geometry": where each target frame's mouth is, for mouth_map generators
-    from lipsync.models.marlin_generator import mouth_geometry
+    from lipsync.data.sync_measure import mouth_geometry
 
     np.testing.assert_allclose(item["geometry"].numpy(),
                                mouth_geometry(landmarks[item["start"]:item["start"] + 5], 48), rtol=1e-6)

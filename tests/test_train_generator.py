@@ -27,6 +27,7 @@ from test_train_syncnet import NarrowSyncNet
 from torch import nn
 
 from lipsync import checkpoints
+from lipsync.data.sync_measure import mouth_geometry
 from lipsync.models import (
     QualityDisc,
     QualityDiscConfig,
@@ -643,11 +644,11 @@ def test_mouth_geometry_and_ellipses_place_the_lip_gap():
     the crop; mouth_ellipses draws the asked-for gap (channel 0) and the frame's own (channel 1)
     below the corners by GAP_DROP of the gap, as tall as the gap, nothing for unknown geometry."""
     lm = _mouth_landmarks(48, 60, 12, 40)
-    geo = mg.mouth_geometry(np.stack([lm, _mouth_landmarks(48, 60, 12, 40, tilt=math.pi / 2)]), 96)
+    geo = mouth_geometry(np.stack([lm, _mouth_landmarks(48, 60, 12, 40, tilt=math.pi / 2)]), 96)
     np.testing.assert_allclose(geo[0], [0.5, 0.625, 1.0, 0.0, 40 / 96], atol=1e-6)
     np.testing.assert_allclose(geo[1, 2:4], [0.0, 1.0], atol=1e-6)
     with pytest.raises(ValueError, match="478, 2"):
-        mg.mouth_geometry(np.zeros((68, 2)), 96)
+        mouth_geometry(np.zeros((68, 2)), 96)
     size = 96
     geometry = torch.from_numpy(np.stack([geo[0], geo[0], np.full(5, np.nan, np.float32)]))
     told = torch.tensor([[0.5, 0.6], [0.0, 0.6], [0.5, 0.6]])  # opening, width (eye distances)
@@ -688,7 +689,7 @@ def test_mouth_map_grows_neutral_and_draws_the_shape_where_the_mouth_is(tmp_path
     model = build_model("ignored", {"mouth_map": True}, path, GENERATORS).eval()
     assert needs_geometry(model) and not needs_geometry(base)
     faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
-    geo = torch.from_numpy(mg.mouth_geometry(_mouth_landmarks(24, 32, 8, 20), 48)).expand(2, 16, 5).clone()
+    geo = torch.from_numpy(mouth_geometry(_mouth_landmarks(24, 32, 8, 20), 48)).expand(2, 16, 5).clone()
     shape = torch.stack([torch.rand(2, 16) * 0.4, 0.5 + torch.rand(2, 16) * 0.2], dim=-1)
     with torch.no_grad():
         plain = base(faces, mels, mouth_shape=shape)

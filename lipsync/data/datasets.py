@@ -37,7 +37,7 @@ from audio import AudioError, load_audio, mel_window_starts, melspectrogram
 from marlin.data import Clip, DataError, read_clip, split_clips
 from marlin.face.regions import REGIONS
 
-from .sync_measure import mouth_opening, mouth_width
+from .sync_measure import mouth_geometry, mouth_opening, mouth_width
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,7 @@ class _ClipSet(Dataset):
 
     def geometry(self, index: int, start: int, count: int) -> torch.Tensor:
         """(count, 5) float32 where the mouth is in frames from ``start``
-        (``lipsync.models.marlin_generator.mouth_geometry``; NaN without mediapipe landmarks)."""
-        from lipsync.models.marlin_generator import mouth_geometry
-
+        (``lipsync.data.sync_measure.mouth_geometry``; NaN without mediapipe landmarks)."""
         clip = self.clip(index)
         if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
             return torch.full((count, 5), float("nan"))

@@ -73,6 +73,28 @@ def mouth_width(landmarks: np.ndarray) -> np.ndarray | float:
     return _over_eyes(pts, np.linalg.norm(right - left, axis=-1))
 
 
+def mouth_geometry(landmarks: np.ndarray, width: float, height: float | None = None) -> np.ndarray:
+    """Where a face's mouth is in a crop, as ``mouth_map`` generators take it (``mouth_geometry``).
+
+    Parameters
+    ----------
+    landmarks : (478, 2) or (T, 478, 2) mediapipe face-mesh points in the pixels of a face crop.
+    width, height : the crop's size in those pixels (``height`` defaults to ``width``).
+
+    Returns
+    -------
+    (5,) or (T, 5) float32 ``(cx, cy, ux, uy, e)``: the mouth corners' midpoint as fractions of the
+    crop's width and height, the unit direction from the image-left corner to the right one, and
+    the outer-eye-corner distance as a fraction of the crop's size.
+    """
+    pts = _mesh(landmarks).astype(np.float64) / np.array([width, height or width])
+    left, right = pts[..., MOUTH_CORNERS[0], :], pts[..., MOUTH_CORNERS[1], :]
+    along = right - left
+    unit = along / np.maximum(np.linalg.norm(along, axis=-1, keepdims=True), 1e-6)
+    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
+    return np.concatenate([(left + right) / 2, unit, eyes[..., None]], axis=-1).astype(np.float32)
+
+
 def _mesh(landmarks: np.ndarray) -> np.ndarray:
     pts = np.asarray(landmarks, np.float32)
     if pts.shape[-2:] != (478, 2) and pts.shape[-2:] != (468, 2):

@@ -302,7 +302,7 @@ class Engine:
 
 def _geometry(track, crop_map) -> np.ndarray:
     """(5,) where a tracked face's mouth is in its crop (``mouth_geometry``); NaN without landmarks."""
-    from lipsync.models.marlin_generator import mouth_geometry
+    from lipsync.data.sync_measure import mouth_geometry
 
     try:
         return mouth_geometry(crop_map.to_crop(track.landmarks), crop_map.width, crop_map.height)

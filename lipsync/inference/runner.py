@@ -118,7 +118,7 @@ class GeneratorRunner:
             the reference; without them, its first frame), ``copy_gate`` (without them, no gate)
             or ``mouth_reference`` (without them, each frame's mouth counts as open as the audio asks)
         geometry : (N, 5) float, where each crop's mouth is
-            (``lipsync.models.marlin_generator.mouth_geometry`` of its landmarks in crop pixels, NaN
+            (``lipsync.data.sync_measure.mouth_geometry`` of its landmarks in crop pixels, NaN
             rows where unknown), for a ``mouth_map`` generator (without it, no mouth is drawn for it)
 
         Returns

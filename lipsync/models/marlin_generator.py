@@ -63,7 +63,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -75,7 +74,7 @@ from .config import ModelConfig
 from .marlin_encoder import build_encoder, load_marlin_weights, resize_clip, tokens_to_frame_maps
 
 __all__ = ["MarlinLipGenerator", "MarlinLipConfig", "decoder_scales", "edge_fill", "inference_reference",
-           "mouth_ellipses", "mouth_geometry", "mouth_shape_units", "needs_geometry", "needs_openings",
+           "mouth_ellipses", "mouth_shape_units", "needs_geometry", "needs_openings",
            "needs_rest", "neighbour_reference", "opening_units",
            "rest_frames", "takes_reference_opening", "warp_image"]
 
@@ -146,10 +145,10 @@ class MarlinLipConfig(ModelConfig):
     # with ``mouth_input``: also draw the mouth's shape for the decoder, where the biases above only
     # tell it as numbers: two soft ellipses at every decoder scale, the lip gap the shape asks for and
     # the reference frame's own (its opening), placed by each frame's face-mesh mouth corners and
-    # sized by its eye-corner distance (``mouth_geometry``: :func:`mouth_geometry` of the landmarks
-    # in training and at inference).  A convolution of them is added to the features before each
-    # block; it starts at zero, so trained weights gain it unchanged (--init --set mouth_map=true).
-    # Frames without landmarks get no ellipses (all zero)
+    # sized by its eye-corner distance (``mouth_geometry``, ``lipsync.data.sync_measure.mouth_geometry``
+    # of the landmarks, in training and at inference).  A convolution of them is added to the
+    # features before each block; it starts at zero, so trained weights gain it unchanged (--init
+    # --set mouth_map=true).  Frames without landmarks get no ellipses (all zero)
     mouth_map: bool = False
     # with ``mouth_input``: how far from the typical shape (``MOUTH_SHAPE_MEAN``) the opening
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
@@ -365,7 +364,8 @@ def inference_reference(model: nn.Module, frames: Tensor, openings: Tensor | Non
     frames : (N, ...) the input frames, N a multiple of ``window``.
     openings : (N,) float mouth opening of each frame (NaN where unknown), or None (all unknown).
     window : frames per window.
-    geometry : (N, 5) :func:`mouth_geometry` of each frame (NaN rows where unknown), or None.
+    geometry : (N, 5) ``lipsync.data.sync_measure.mouth_geometry`` of each frame (NaN rows where
+        unknown), or None.
     """
     config = getattr(model, "config", None)
     if getattr(config, "inference_reference", "same") == "neighbour":
@@ -691,8 +691,8 @@ class MarlinLipGenerator(nn.Module):
             generators (read by the opening reader); the gate acts in eval mode only.
         mouth_geometry:
             ``(B, T, 5)`` or ``(B*T, 5)`` float, for ``mouth_map`` (ignored without it): where each
-            frame's mouth is (:func:`mouth_geometry` of its face-mesh landmarks in face-crop
-            pixels), NaN where unknown (no ellipses there); None: no ellipses at all.
+            frame's mouth is (``lipsync.data.sync_measure.mouth_geometry`` of its face-mesh landmarks
+            in face-crop pixels), NaN where unknown (no ellipses there); None: no ellipses at all.
 
         Returns
         -------
@@ -844,38 +844,11 @@ def opening_units(opening: Tensor, inverse: bool = False) -> Tensor:
 
 
 #: how far down from the mouth corners' midpoint the lip gap's centre sits, as a share of the gap:
-#: the lower lip and jaw make most of an opening (about 0.7 of it on faces, and in the synthetic
-#: renderer), so the gap's centre drops by about 0.2 of it
+#: the lower lip and jaw make most of an opening (0.72 of it in the synthetic renderer), so the
+#: gap's centre drops by about 0.2 of it
 GAP_DROP = 0.22
 #: the lip gap's half width, as a share of the corner-to-corner distance
 GAP_HALF_WIDTH = 0.45
-
-
-def mouth_geometry(landmarks: np.ndarray, width: float, height: float | None = None) -> np.ndarray:
-    """Where a face's mouth is, as :class:`MarlinLipGenerator` takes it (``mouth_geometry``).
-
-    Parameters
-    ----------
-    landmarks : (478, 2) or (T, 478, 2) mediapipe face-mesh points in the pixels of a face crop.
-    width, height : the crop's size in those pixels (``height`` defaults to ``width``).
-
-    Returns
-    -------
-    (5,) or (T, 5) float32 ``(cx, cy, ux, uy, e)``: the mouth corners' midpoint as fractions of the
-    crop's width and height, the unit direction from the image-left corner to the right one, and
-    the outer-eye-corner distance as a fraction of the crop's width.
-    """
-    from lipsync.data.synthetic.landmarks import EYE_OUTER, MOUTH_CORNERS
-
-    pts = np.asarray(landmarks, np.float64)
-    if pts.shape[-2:] not in ((478, 2), (468, 2)):
-        raise ValueError(f"expected mediapipe landmarks (..., 478, 2), got shape {pts.shape}")
-    pts = pts / np.array([width, height or width])
-    left, right = pts[..., MOUTH_CORNERS[0], :], pts[..., MOUTH_CORNERS[1], :]
-    along = right - left
-    unit = along / np.maximum(np.linalg.norm(along, axis=-1, keepdims=True), 1e-6)
-    eyes = np.linalg.norm(pts[..., EYE_OUTER[0], :] - pts[..., EYE_OUTER[1], :], axis=-1)
-    return np.concatenate([(left + right) / 2, unit, eyes[..., None]], axis=-1).astype(np.float32)
 
 
 def mouth_ellipses(geometry: Tensor, told: Tensor, own: Tensor, size: int) -> Tensor:
@@ -891,7 +864,7 @@ def mouth_ellipses(geometry: Tensor, told: Tensor, own: Tensor, size: int) -> Te
 
     Parameters
     ----------
-    geometry : (N, 5) :func:`mouth_geometry` rows; rows with a NaN draw nothing (zeros).
+    geometry : (N, 5) ``lipsync.data.sync_measure.mouth_geometry`` rows; rows with a NaN draw nothing (zeros).
     told : (N, 2) measured (opening, width) (``lipsync.data.sync_measure`` units).
     own : (N,) measured opening.
 
