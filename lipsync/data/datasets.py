@@ -164,16 +164,16 @@ class _ClipSet(Dataset):
     def geometry(self, index: int, start: int, count: int) -> torch.Tensor:
         """(count, 5) float32 where the mouth is in frames from ``start``
         (``lipsync.data.sync_measure.mouth_geometry``; NaN without mediapipe landmarks)."""
-        clip = self.clip(index)
-        if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
-            return torch.full((count, 5), float("nan"))
-        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
-        return torch.from_numpy(mouth_geometry(clip.landmarks[idx], clip.size))
+        size = self.clip(index).size
+        return self._mesh_measure(lambda lm: mouth_geometry(lm, size), index, start, count, (5,))
 
-    def _mesh_measure(self, measure, index: int, start: int, count: int) -> torch.Tensor:
+    def _mesh_measure(self, measure, index: int, start: int, count: int,
+                      columns: tuple[int, ...] = ()) -> torch.Tensor:
+        """``measure`` of the stored landmarks of frames from ``start``, ``(count, *columns)``
+        float32; NaN for clips without mediapipe landmarks."""
         clip = self.clip(index)
         if clip.landmarks is None or clip.landmarks.shape[1] not in (468, 478):
-            return torch.full((count,), float("nan"))
+            return torch.full((count, *columns), float("nan"))
         idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
         return torch.from_numpy(np.asarray(measure(clip.landmarks[idx]), np.float32))
 

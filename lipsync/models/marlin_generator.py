@@ -802,13 +802,13 @@ class MarlinLipGenerator(nn.Module):
             biases = [b + MOUTH_BIAS_GAIN * r(mine)[:, :, None, None]
                       for b, r in zip(biases, self.reference_bias)]
         if self.config.mouth_map and geometry is not None:
-            told = shape.float() * torch.tensor(MOUTH_SHAPE_STD, device=shape.device) \
-                + torch.tensor(MOUTH_SHAPE_MEAN, device=shape.device)  # measured units
+            told = mouth_shape_units(shape.float(), inverse=True)  # measured units
             theirs = told[:, 0] if own is None else own.to(told.device).float()
             theirs = torch.where(torch.isfinite(theirs), theirs, told[:, 0])
             geometry = geometry.to(told.device).float()
-            sizes = [*self.scales, self.img_size]
-            biases = [b + MOUTH_BIAS_GAIN * conv(mouth_ellipses(geometry, told, theirs, size).to(b.dtype))
+            sizes = [*self.scales, self.img_size]  # the last block and the output block share a size
+            drawn = {size: mouth_ellipses(geometry, told, theirs, size) for size in set(sizes)}
+            biases = [b + MOUTH_BIAS_GAIN * conv(drawn[size].to(b.dtype))
                       for b, conv, size in zip(biases, self.mouth_map_conv, sizes)]
         said = opening_units(said.float(), inverse=True)
         return biases, said
@@ -828,11 +828,12 @@ MOUTH_SHAPE_MEAN = (0.08, 0.62)
 MOUTH_SHAPE_STD = (0.05, 0.07)
 
 
-def mouth_shape_units(shape: Tensor) -> Tensor:
-    """Measured ``(..., 2)`` (opening, width) -> the standardised scale ``mouth_head`` predicts."""
+def mouth_shape_units(shape: Tensor, inverse: bool = False) -> Tensor:
+    """Measured ``(..., 2)`` (opening, width) -> the standardised scale ``mouth_head`` predicts
+    (``inverse``: back to measured)."""
     mean = torch.tensor(MOUTH_SHAPE_MEAN, device=shape.device, dtype=shape.dtype)
     std = torch.tensor(MOUTH_SHAPE_STD, device=shape.device, dtype=shape.dtype)
-    return (shape - mean) / std
+    return shape * std + mean if inverse else (shape - mean) / std
 
 
 def opening_units(opening: Tensor, inverse: bool = False) -> Tensor:
