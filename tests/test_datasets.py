@@ -164,6 +164,7 @@ def test_mouth_mask_follows_the_lips_region(data, tmp_path):
     assert torch.isnan(item["opening"]).all() and item["opening"].shape == (5,)  # no landmarks stored
     assert torch.isnan(item["width"]).all() and item["width"].shape == (5,)
     assert torch.isnan(item["geometry"]).all() and item["geometry"].shape == (5, 5)
+    assert torch.isnan(item["teeth"]).all() and item["teeth"].shape == (5,)
     # clips preprocessed without region maps give an all-zero mask
     plain = LipSyncDataset(data, ["talk0"], n_frames=5, size=32)[(0, 3)]["mouth"]
     assert plain.shape == (1, 5, 32, 32) and plain.max() == 0
@@ -173,7 +174,9 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
     from lipsync.data.sync_measure import mouth_opening, mouth_width
 
     landmarks = np.random.default_rng(3).uniform(0, 48, (20, 478, 2)).astype(np.float32)
-    write_clip(tmp_path, "lm", np.zeros((20, 48, 48, 3), np.uint8), landmarks=landmarks,
+    frames = np.zeros((20, 48, 48, 3), np.uint8)
+    frames[:, 20:] = 235  # white below row 20: wherever the inner-lip ring lies there, teeth
+    write_clip(tmp_path, "lm", frames, landmarks=landmarks,
                audio=np.zeros(20 * SR // FPS, np.float32), meta={"identity": "x"})
     item = LipSyncDataset(tmp_path, ["lm"], n_frames=5, size=48)[(0, 2)]
     want = mouth_opening(landmarks[item["start"]:item["start"] + 5])
@@ -187,3 +190,9 @@ def test_opening_is_measured_from_the_stored_landmarks(tmp_path):
 
     np.testing.assert_allclose(item["geometry"].numpy(),
                                mouth_geometry(landmarks[item["start"]:item["start"] + 5], 48), rtol=1e-6)
+    # "teeth": how much tooth shows, from the stored frames inside the landmarks' inner lips
+    from lipsync.data.sync_measure import mouth_teeth
+
+    run = slice(item["start"], item["start"] + 5)
+    np.testing.assert_allclose(item["teeth"].numpy(), mouth_teeth(frames[run], landmarks[run]), rtol=1e-6)
+    assert (item["teeth"] > 0).all()

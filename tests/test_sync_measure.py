@@ -16,6 +16,7 @@ from lipsync.data.sync_measure import (
     mouth_opening,
     mouth_region_error,
     mouth_region_sums,
+    mouth_teeth,
     mouth_width,
     sync_correlation,
 )
@@ -54,6 +55,53 @@ def test_mouth_width_is_corner_distance_over_eye_distance():
     assert batch.shape == (2,) and batch[1] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="478, 2"):
         mouth_width(np.zeros((68, 2)))
+
+
+def _ring_landmarks(x1: float, y1: float, x2: float, y2: float, eyes: float = 100.0) -> np.ndarray:
+    """Face-mesh points with the inner-lip ring on the rectangle (x1, y1)-(x2, y2)."""
+    from lipsync.data.synthetic.landmarks import LIPS_INNER
+
+    pts = np.zeros((478, 2), np.float32)
+    pts[263, 0] = eyes
+    n = len(LIPS_INNER)  # the ring: corner 78, along the lower lip, corner 308, back along the upper
+    lower = np.linspace(x1, x2, n // 2 + 1)
+    for k, index in enumerate(LIPS_INNER):
+        pts[index] = (lower[k], y2) if k <= n // 2 else (lower[n - k], y1)
+    return pts
+
+
+def test_mouth_teeth_counts_bright_unsaturated_pixels_inside_the_inner_lips():
+    """The tooth-like area inside the inner-lip ring over the squared eye distance: white teeth
+    count, a dark cavity, red lips and white skin outside the ring do not."""
+    lips, cavity, teeth = (190, 70, 70), (45, 12, 15), (236, 232, 220)
+    image = np.full((200, 120, 3), lips, np.uint8)
+    image[140:160, 30:70] = cavity
+    pts = _ring_landmarks(30, 140, 70, 160)
+    assert mouth_teeth(image, pts) == 0.0
+    image[140:150, 30:70] = teeth  # the upper half of the gap shows teeth: 400 px (less the ring's
+    assert mouth_teeth(image, pts) == pytest.approx(400 / 100**2, rel=0.15)  # anti-aliased edge)
+    image[100:130, 30:70] = 255  # bright skin above the lips is not inside the ring
+    assert mouth_teeth(image, pts) == pytest.approx(400 / 100**2, rel=0.15)
+    both = mouth_teeth(np.stack([image, image]), np.stack([pts, _ring_landmarks(30, 140, 70, 160, 50)]))
+    assert both.shape == (2,) and both[1] == pytest.approx(4 * both[0])  # relative to the face's size
+    grey = image.copy()
+    grey[140:150, 30:70] = (100, 98, 94)  # unsaturated but dark: shadow, not teeth
+    assert mouth_teeth(grey, pts) == 0.0
+    with pytest.raises(ValueError, match="frames"):
+        mouth_teeth(image[None].repeat(3, 0), np.stack([pts, pts]))
+
+
+def test_mouth_teeth_reads_the_renderers_teeth(clips):
+    """On a rendered face at a fixed opening the measure follows the renderer's teeth parameter."""
+    from lipsync.data.synthetic.landmarks import detect_face
+
+    source, _, _ = clips
+    spec, _ = read_sidecar(source.sidecar)
+    read = []
+    for amount in (0.0, 0.5, 1.0):
+        frame = render_face(spec, np.array([[0.7, 0.5, 0.0, amount]], np.float32)).frames[0]
+        read.append(mouth_teeth(frame, detect_face(frame).landmarks))
+    assert read[0] < 0.002 < read[1] < read[2], read
 
 
 def test_sync_correlation_zero_lag_lag_search_and_gaps():

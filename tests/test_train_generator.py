@@ -730,6 +730,59 @@ def test_mouth_map_grows_neutral_and_draws_the_shape_where_the_mouth_is(tmp_path
         registry.create_model("marlin_lip_tiny", mouth_map=True)
 
 
+def test_mouth_teeth_grows_neutral_and_tells_the_teeth(tmp_path):
+    """--init --set mouth_teeth=true starts as the generator it grew from; trained, the output
+    follows the teeth told (the measured ones in training, NaN or none: teeth_head's), through a
+    bias and, with mouth_map, the told gap's ellipse scaled by them."""
+    from lipsync.models import GENERATORS
+    from lipsync.models.marlin_generator import teeth_map, teeth_units
+    from lipsync.training.common import build_model
+
+    torch.manual_seed(9)
+    base = registry.create_model("marlin_lip_tiny", img_size=48, mouth_input=True, mouth_map=True).eval()
+    path = checkpoints.save(tmp_path / "base.safetensors", base)
+    model = build_model("ignored", {"mouth_teeth": True}, path, GENERATORS).eval()
+    faces, mels = torch.rand(2, 6, 16, 48, 48), torch.rand(2, 16, 1, 80, 16)
+    geo = torch.from_numpy(mouth_geometry(_mouth_landmarks(24, 32, 8, 20), 48)).expand(2, 16, 5).clone()
+    shape = torch.stack([0.2 + torch.rand(2, 16) * 0.2, 0.5 + torch.rand(2, 16) * 0.2], dim=-1)
+    teeth = torch.rand(2, 16) * 0.015
+    with torch.no_grad():
+        plain = base(faces, mels, mouth_shape=shape, mouth_geometry=geo)
+        told = model(faces, mels, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=teeth)
+        torch.testing.assert_close(told, plain, rtol=0, atol=1e-5)
+    _wake(model, [*model.teeth_bias, *model.teeth_map_conv], faces, mels, mouth_shape=shape,
+          mouth_geometry=geo, mouth_teeth=teeth)
+    with torch.no_grad():
+        told = model(faces, mels, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=teeth)
+        none = model(faces, mels, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=torch.zeros(2, 16))
+        assert (told - none).abs().max() > 1e-2
+        said = model.teeth_head(model.audio_encoder(mels.flatten(0, 1)).flatten(1))[:, 0]
+        as_said = model(faces, mels, mouth_shape=shape, mouth_geometry=geo,
+                        mouth_teeth=teeth_units(said, inverse=True).reshape(2, 16))
+        torch.testing.assert_close(model(faces, mels, mouth_shape=shape, mouth_geometry=geo), as_said,
+                                   rtol=1e-4, atol=1e-4)
+        unknown = teeth.clone()
+        unknown[1] = float("nan")  # the second clip's frames have no landmarks: the head's teeth
+        mixed = model(faces, mels, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=unknown)
+        torch.testing.assert_close(mixed[0], told[0])
+        torch.testing.assert_close(mixed[1], as_said[1], rtol=1e-4, atol=1e-4)
+        pick = torch.tensor([[1, 2], [5, 6]])
+        torch.testing.assert_close(
+            model(faces, mels, frames=pick, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=teeth),
+            torch.stack([told[0, :, 1:3], told[1, :, 5:7]]))
+        again = checkpoints.load(checkpoints.save(tmp_path / "teeth.safetensors", model)).model.eval()
+        kept = again(faces, mels, mouth_shape=shape, mouth_geometry=geo, mouth_teeth=teeth)
+        torch.testing.assert_close(kept, told)
+        with pytest.raises(ValueError, match="one value per frame"):
+            model(faces, mels, mouth_teeth=teeth[:, :8])
+        with pytest.raises(ValueError, match="mouth_teeth=True"):
+            base(faces, mels, mouth_teeth=teeth)
+    torch.testing.assert_close(teeth_map(torch.tensor([-0.01, 0.0, mg.TEETH_FULL / 2, 1.0])),
+                               torch.tensor([0.0, 0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="mouth_input"):
+        registry.create_model("marlin_lip_tiny", mouth_teeth=True)
+
+
 def test_mouth_gain_swings_the_heads_opening_only(tmp_path):
     """mouth_gain scales the opening the head predicts (its standardised deviation from the typical
     mouth) before the decoder sees it; measured shapes and the width are used as they are."""
@@ -870,6 +923,27 @@ def test_mouth_input_trains_its_head_on_the_measured_shape(tmp_path, expert, nar
     torch.testing.assert_close(shape, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
     assert cli([*args, "--out", str(tmp_path / "no_head"), "--steps", "1", "--set", "mouth_input=true"]) == 2
     assert "mouth_input needs --opening-wt > 0" in capsys.readouterr().err
+
+
+def test_mouth_teeth_trains_its_head_on_the_measured_teeth(tmp_path, expert, narrow):
+    """With mouth_teeth the opening term's weight also trains teeth_head on the standardised tooth
+    area of the decoded frames, and the decoder is given the measured teeth."""
+    from lipsync.models.marlin_generator import TEETH_MEAN, TEETH_STD, teeth_units
+
+    out = tmp_path / "run"
+    assert main([*_tiny_marlin_args(_lips_data(tmp_path), expert), "--out", str(out), "--steps", "3",
+                 "--mouth-wt", "3", "--train-frames", "5", "--set", "mouth_input=true",
+                 "--set", "mouth_teeth=true", "--opening-wt", "0.5", "--lr", "1e-2"]) == 0
+    logged = metrics(out)
+    l1, mouth, opening, teeth, sync = (logged[(3, f"train/{k}")]
+                                       for k in ("l1", "mouth", "opening", "teeth", "sync"))
+    assert teeth > 0
+    want = 0.97 * (l1 + 3 * mouth + 0.5 * opening + 0.5 * teeth) + 0.03 * sync
+    assert logged[(3, "train/loss")] == pytest.approx(want, rel=1e-4)
+    model = checkpoints.load(out / "generator.safetensors").model
+    assert model.config.mouth_teeth and all(b.weight.abs().sum() > 0 for b in model.teeth_bias)
+    torch.testing.assert_close(teeth_units(torch.tensor([TEETH_MEAN, TEETH_MEAN + TEETH_STD])),
+                               torch.tensor([0.0, 1.0]))
 
 
 def test_warp_loss_points_the_flow_at_lips_several_pixels_away():

@@ -37,7 +37,7 @@ from audio import AudioError, load_audio, mel_window_starts, melspectrogram
 from marlin.data import Clip, DataError, read_clip, split_clips
 from marlin.face.regions import REGIONS
 
-from .sync_measure import mouth_geometry, mouth_opening, mouth_width
+from .sync_measure import mouth_geometry, mouth_opening, mouth_teeth, mouth_width
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,13 @@ class _ClipSet(Dataset):
         size = self.clip(index).size
         return self._mesh_measure(lambda lm: mouth_geometry(lm, size), index, start, count, (5,))
 
+    def teeth(self, index: int, start: int, count: int) -> torch.Tensor:
+        """(count,) float32 tooth area showing in frames from ``start``
+        (``lipsync.data.sync_measure.mouth_teeth`` of the stored frames; NaN without mediapipe landmarks)."""
+        clip = self.clip(index)
+        idx = np.minimum(np.arange(start, start + count), clip.n_frames - 1)
+        return self._mesh_measure(lambda lm: mouth_teeth(clip.frames[idx], lm), index, start, count)
+
     def _mesh_measure(self, measure, index: int, start: int, count: int,
                       columns: tuple[int, ...] = ()) -> torch.Tensor:
         """``measure`` of the stored landmarks of frames from ``start``, ``(count, *columns)``
@@ -254,6 +261,9 @@ class LipSyncDataset(_ClipSet):
         closed, 0.3-0.5 wide open), NaN for clips without mediapipe landmarks.
     width : (T,) float32 distance between the mouth corners of each target frame relative to the
         eye-corner distance (``lipsync.data.sync_measure.mouth_width``), NaN without landmarks.
+    teeth : (T,) float32 how much tooth shows in each target frame, tooth-like area inside the
+        inner lips over the squared eye-corner distance (``lipsync.data.sync_measure.mouth_teeth`` of
+        the stored frames; 0 to about 0.02), NaN without landmarks.
     geometry : (T, 5) float32 where each target frame's mouth is in the crop (mouth corners'
         midpoint, their direction, the eye-corner distance: ``mouth_geometry`` of the stored
         landmarks), for ``mouth_map`` generators; NaN without landmarks.
@@ -349,6 +359,7 @@ class LipSyncDataset(_ClipSet):
                 "window_mel": torch.from_numpy(np.ascontiguousarray(window))[None],
                 "mouth": self.mouth(index, start, t, s), "opening": self.opening(index, start, t),
                 "width": self.width(index, start, t), "geometry": self.geometry(index, start, t),
+                "teeth": self.teeth(index, start, t),
                 "rest": self.rest(index, ref),
                 "index": index, "start": start, "ref_start": ref}
 

@@ -40,7 +40,9 @@ Following the MARLIN paper's description (no code was released):
   inference what its own audio head predicts from each frame's audio.  Audio -> shape -> face in
   two steps, as landmark-driven talking-face methods do: given the shape, drawing the mouth has
   one right answer, so L1 no longer pays a generator for a blurred average of the openings the
-  audio leaves possible.
+  audio leaves possible.  With ``mouth_map`` that shape is also drawn, as lip-gap ellipses where
+  the frame's landmarks put the mouth, and with ``mouth_teeth`` the decoder is told how much tooth
+  shows (read from the frames' pixels in training), which the lips' landmarks cannot say.
 
 Which frames the encoder sees
 -----------------------------
@@ -150,6 +152,14 @@ class MarlinLipConfig(ModelConfig):
     # features before each block; it starts at zero, so trained weights gain it unchanged (--init
     # --set mouth_map=true).  Frames without landmarks get no ellipses (all zero)
     mouth_map: bool = False
+    # with ``mouth_input``: also tell the decoder how much tooth shows, which the lips' landmarks
+    # cannot say (an "s" shows teeth through a small gap, an "oh" none through a large one):
+    # ``lipsync.data.sync_measure.mouth_teeth``, the tooth-like area inside the inner lips, measured
+    # on each target frame in training (``mouth_teeth``), predicted from the frame's audio by
+    # ``teeth_head`` (trained by ``lipsync.train --opening-wt``) at inference.  A bias at every scale
+    # and, with ``mouth_map``, a third map: the asked-for gap's ellipse scaled by the teeth.  All
+    # start at zero, so trained weights gain it unchanged (--init --set mouth_teeth=true)
+    mouth_teeth: bool = False
     # with ``mouth_input``: how far from the typical shape (``MOUTH_SHAPE_MEAN``) the opening
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
     # predicted (1: as predicted).  The decoder learned from measured shapes but also sees the
@@ -210,6 +220,8 @@ class MarlinLipConfig(ModelConfig):
             raise ValueError("copy_bias shifts the composite's mix: set composite=True too")
         if self.mouth_map and not self.mouth_input:
             raise ValueError("mouth_map draws the mouth shape mouth_input tells: set mouth_input=True too")
+        if self.mouth_teeth and not self.mouth_input:
+            raise ValueError("mouth_teeth is told next to the mouth shape: set mouth_input=True too")
         if self.mouth_reference and not self.mouth_input:
             raise ValueError("mouth_reference is told next to the mouth shape: set mouth_input=True too")
         if not (math.isfinite(self.copy_gate) and self.copy_gate >= 0):
@@ -449,7 +461,7 @@ class MarlinLipGenerator(nn.Module):
 
     #: modules a config change may add to trained weights (``--init --set``): they start neutral
     grown_prefixes = ("refine.", "composite.", "warp.", "warp_draw.", "mouth_head.", "mouth_bias.",
-                      "reference_bias.", "mouth_map_conv.")
+                      "reference_bias.", "mouth_map_conv.", "teeth_head.", "teeth_bias.", "teeth_map_conv.")
     #: config fields a change may widen trained weights by (``--init --set``): see :meth:`grown_state`
     widened_fields = ("decoder_channels", "output_channels")
 
@@ -531,6 +543,14 @@ class MarlinLipGenerator(nn.Module):
             for conv in self.mouth_map_conv:
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
+        if cfg.mouth_teeth:
+            self.teeth_head = nn.Sequential(nn.Linear(audio_channels, 64), nn.ReLU(), nn.Linear(64, 1))
+            self.teeth_bias = nn.ModuleList(nn.Linear(1, c) for c in widths)
+            self.teeth_map_conv = nn.ModuleList(nn.Conv2d(1, c, 3, 1, 1) for c in widths) \
+                if cfg.mouth_map else None
+            for layer in [*self.teeth_bias, *(self.teeth_map_conv or [])]:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         if cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -657,7 +677,7 @@ class MarlinLipGenerator(nn.Module):
     def forward(self, faces: Tensor, mels: Tensor, tokens: Tensor | None = None,
                 frames: Tensor | None = None, rest: Tensor | None = None,
                 mouth_shape: Tensor | None = None, reference_opening: Tensor | None = None,
-                mouth_geometry: Tensor | None = None) -> Tensor:
+                mouth_geometry: Tensor | None = None, mouth_teeth: Tensor | None = None) -> Tensor:
         """Generate faces for whole 16-frame windows.
 
         Parameters
@@ -693,6 +713,10 @@ class MarlinLipGenerator(nn.Module):
             ``(B, T, 5)`` or ``(B*T, 5)`` float, for ``mouth_map`` (ignored without it): where each
             frame's mouth is (``lipsync.data.sync_measure.mouth_geometry`` of its face-mesh landmarks
             in face-crop pixels), NaN where unknown (no ellipses there); None: no ellipses at all.
+        mouth_teeth:
+            ``(B, T)`` or ``(B*T,)`` float, with ``mouth_teeth`` only: how much tooth each target
+            frame shows (:func:`lipsync.data.sync_measure.mouth_teeth`), as training gives it; NaN
+            rows, and all rows when None (as at inference), use what ``teeth_head`` predicts.
 
         Returns
         -------
@@ -714,6 +738,14 @@ class MarlinLipGenerator(nn.Module):
             if own.shape[0] != x.shape[0]:
                 raise ValueError(f"reference_opening must be (B, T) or (B*T,), one opening per frame of "
                                  f"faces, got {tuple(reference_opening.shape)}")
+        teeth = None
+        if mouth_teeth is not None:
+            if not self.config.mouth_teeth:
+                raise ValueError("mouth_teeth is for generators with mouth_teeth=True")
+            teeth = mouth_teeth.reshape(-1)
+            if teeth.shape[0] != x.shape[0]:
+                raise ValueError(f"mouth_teeth must be (B, T) or (B*T,), one value per frame of faces, "
+                                 f"got {tuple(mouth_teeth.shape)}")
         geometry = None
         if self.config.mouth_map and mouth_geometry is not None:
             geometry = mouth_geometry.reshape(-1, 5)
@@ -741,10 +773,12 @@ class MarlinLipGenerator(nn.Module):
                 own = own[rows.to(own.device)]
             if geometry is not None:
                 geometry = geometry[rows.to(geometry.device)]
+            if teeth is not None:
+                teeth = teeth[rows.to(teeth.device)]
         embedding = self.audio_encoder(m)
         audio = self.audio_proj(embedding)  # (N, E/2, 1, 1)
         skip = self.audio_skip_proj(embedding) if self.config.audio_skip else None  # (N, k, 1, 1)
-        biases, said = self._mouth_biases(embedding, mouth_shape, own, geometry)
+        biases, said = self._mouth_biases(embedding, mouth_shape, own, geometry, teeth)
         h = torch.cat([maps, audio.expand(-1, -1, *maps.shape[-2:])], dim=1)  # (N, E, g, g)
         flow = None
         for i, (size, block) in enumerate(zip(self.scales, self.decoder_blocks)):
@@ -778,13 +812,17 @@ class MarlinLipGenerator(nn.Module):
 
     def _mouth_biases(self, embedding: Tensor, mouth_shape: Tensor | None,
                       own: Tensor | None = None,
-                      geometry: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
+                      geometry: Tensor | None = None,
+                      teeth: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
         """Per-block ``(N, C, 1, 1)`` biases from the mouth shape (``mouth_input``) and, with
         ``mouth_reference``, the reference's own opening ``own`` (``(N,)``, NaN where unknown), else
         []; with ``mouth_map``, ``(N, C, s, s)`` at each block's size ``s`` (the biases plus the
         convolved ellipses of :func:`mouth_ellipses`, drawn where ``geometry`` places them); and the
         ``(N,)`` opening the shape stands for in opening units (the head's, before ``mouth_gain``,
-        or the given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per decoded frame."""
+        or the given one), else None; ``mouth_shape`` is ``(N, 2)``, one row per decoded frame.
+        With ``mouth_teeth``, the teeth (``teeth`` ``(N,)`` measured, NaN or None: ``teeth_head``'s)
+        add a bias of their own and, with ``mouth_map``, a map: the told gap's ellipse scaled by
+        them (``teeth_map``)."""
         if not self.config.mouth_input:
             return [], None
         shape = self.mouth_head(embedding.flatten(1))  # (N, 2) standardised (opening, width)
@@ -801,6 +839,13 @@ class MarlinLipGenerator(nn.Module):
             mine = torch.where(torch.isfinite(mine), mine, said.float()).to(shape.dtype)[:, None]
             biases = [b + MOUTH_BIAS_GAIN * r(mine)[:, :, None, None]
                       for b, r in zip(biases, self.reference_bias)]
+        if self.config.mouth_teeth:
+            shown = self.teeth_head(embedding.flatten(1))[:, 0]  # standardised
+            if teeth is not None:
+                given = teeth_units(teeth.to(shown.device).float()).to(shown.dtype)
+                shown = torch.where(torch.isfinite(given), given, shown)
+            biases = [b + MOUTH_BIAS_GAIN * t(shown[:, None])[:, :, None, None]
+                      for b, t in zip(biases, self.teeth_bias)]
         if self.config.mouth_map and geometry is not None:
             told = mouth_shape_units(shape.float(), inverse=True)  # measured units
             theirs = told[:, 0] if own is None else own.to(told.device).float()
@@ -810,6 +855,10 @@ class MarlinLipGenerator(nn.Module):
             drawn = {size: mouth_ellipses(geometry, told, theirs, size) for size in set(sizes)}
             biases = [b + MOUTH_BIAS_GAIN * conv(drawn[size].to(b.dtype))
                       for b, conv, size in zip(biases, self.mouth_map_conv, sizes)]
+            if self.config.mouth_teeth:
+                amount = teeth_map(teeth_units(shown.float(), inverse=True))[:, None, None, None]
+                biases = [b + MOUTH_BIAS_GAIN * conv((drawn[size][:, :1] * amount).to(b.dtype))
+                          for b, conv, size in zip(biases, self.teeth_map_conv, sizes)]
         said = opening_units(said.float(), inverse=True)
         return biases, said
 
@@ -842,6 +891,22 @@ def opening_units(opening: Tensor, inverse: bool = False) -> Tensor:
     if inverse:
         return opening * MOUTH_SHAPE_STD[0] + MOUTH_SHAPE_MEAN[0]
     return (opening - MOUTH_SHAPE_MEAN[0]) / MOUTH_SHAPE_STD[0]
+
+
+#: typical tooth area showing (``lipsync.data.sync_measure.mouth_teeth``) and its spread: the scale
+#: ``teeth_head`` predicts in (measured on the synthetic training set); and the area that fills the
+#: teeth map (about the 95th percentile there: a wide open mouth's upper teeth)
+TEETH_MEAN, TEETH_STD, TEETH_FULL = 0.004, 0.005, 0.015
+
+
+def teeth_units(teeth: Tensor, inverse: bool = False) -> Tensor:
+    """Measured tooth area -> the standardised scale ``teeth_head`` predicts (``inverse``: back)."""
+    return teeth * TEETH_STD + TEETH_MEAN if inverse else (teeth - TEETH_MEAN) / TEETH_STD
+
+
+def teeth_map(teeth: Tensor) -> Tensor:
+    """Measured tooth area -> the weight of the told gap's ellipse in the teeth map, in [0, 1]."""
+    return (teeth / TEETH_FULL).clamp(0.0, 1.0)
 
 
 #: how far down from the mouth corners' midpoint the lip gap's centre sits, as a share of the gap:

@@ -17,6 +17,8 @@ Recipe (REFERENCE.md 2)::
   ``mouth_input`` has a head of its own (``mouth_head``, saved with it, as inference uses it):
   the term then trains that head on the standardised opening and mouth width, and the decoder is
   given the measured shape of each target frame in its place (the val figures use the head's);
+  with ``mouth_teeth`` the same goes for ``teeth_head`` and the tooth area each target frame
+  shows (``teeth`` of the dataset), a second term of the same weight;
 - read (``reader_wt``, with ``reader``): MSE between 10x the opening a frozen
   :class:`lipsync.models.OpeningReader` reads in each generated lower half and 10x the target
   frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
@@ -75,7 +77,7 @@ from lipsync.models import (
     SyncNetColor,
     create_model,
 )
-from lipsync.models.marlin_generator import mouth_shape_units, needs_rest, warp_image
+from lipsync.models.marlin_generator import mouth_shape_units, needs_rest, teeth_units, warp_image
 from marlin.training import (
     MetricLogger,
     ResumableBatchSampler,
@@ -383,6 +385,10 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     said_shape: list[torch.Tensor] = []  # mouth_head's output of the latest forward pass
     if shaped:
         core.mouth_head.register_forward_hook(lambda _m, _i, out: said_shape.__setitem__(slice(None), [out]))
+    toothed = shaped and bool(getattr(core.config, "mouth_teeth", False))
+    said_teeth: list[torch.Tensor] = []  # teeth_head's output of the latest forward pass
+    if toothed:
+        core.teeth_head.register_forward_hook(lambda _m, _i, out: said_teeth.__setitem__(slice(None), [out]))
     if disc is not None:  # kept out of DDP (used in both losses); gradients averaged by hand
         disc = disc.to(acc.device)
         broadcast_module(disc, acc)
@@ -464,6 +470,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             inputs = extra_inputs(core, {**batch, "faces": faces}, acc.device, ref_reader)  # faces: on device
             if shaped:  # the decoder is told each target frame's measured mouth shape
                 shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
+            if toothed:  # and how much tooth shows in it
+                teeth = inputs["mouth_teeth"] = batch["teeth"].to(acc.device)
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
@@ -478,6 +486,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                     opening = opening.gather(1, pick)
                     if shaped:
                         shape = shape.gather(1, pick[..., None].expand(-1, -1, 2))
+                    if toothed:
+                        teeth = teeth.gather(1, pick)
                 else:
                     pred = ddp(faces, mels, **inputs)
                     reference = faces[:, 3:6]
@@ -510,6 +520,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                 fit, said = torch.isfinite(true), said_shape.pop().float()
                 losses["opening"] = F.mse_loss(said[fit], true[fit]) if fit.any() else said.sum() * 0.0
                 recon = recon + cfg.opening_wt * losses["opening"]
+            if toothed:
+                true = teeth_units(teeth.flatten())  # one per decoded frame, clip-major
+                fit, said = torch.isfinite(true), said_teeth.pop()[:, 0].float()
+                losses["teeth"] = F.mse_loss(said[fit], true[fit]) if fit.any() else said.sum() * 0.0
+                recon = recon + cfg.opening_wt * losses["teeth"]
             if reader is not None and cfg.reader_wt > 0:
                 with acc.autocast():
                     read = reader(lower_half(pred, reader.face_size).transpose(1, 2).flatten(0, 1)).float()
