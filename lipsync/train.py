@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of an auxiliary read-out of each frame's mouth opening (from the stored "
                         "landmarks) from the generator's audio embedding; 1 makes small runs find the "
                         "audio much sooner (0: off, as in Wav2Lip); required by generators with "
-                        "mouth_input, whose own mouth_head it trains (opening and width)")
+                        "mouth_input, whose own mouth_head it trains (opening and width), and with "
+                        "mouth_teeth its teeth_head (the tooth area, a term of the same weight)")
     p.add_argument("--warp-wt", type=float, default=0.0,
                    help="generators with warp: weight of the L1 inside the lips' region between the "
                         "warped reference and the target (sharp and blurred), so the flow learns to "
