@@ -158,7 +158,9 @@ class MarlinLipConfig(ModelConfig):
     # on each target frame in training (``mouth_teeth``), predicted from the frame's audio by
     # ``teeth_head`` (trained by ``lipsync.train --opening-wt``) at inference.  A bias at every scale
     # and, with ``mouth_map``, a third map: the asked-for gap's ellipse scaled by the teeth.  All
-    # start at zero, so trained weights gain it unchanged (--init --set mouth_teeth=true)
+    # start at zero, so trained weights gain it unchanged (--init --set mouth_teeth=true).  Measured
+    # once (from the shipped default, 1500 steps on the synthetic set): no better than the same run
+    # without it (checkpoints/README.md, "Telling the teeth")
     mouth_teeth: bool = False
     # with ``mouth_input``: how far from the typical shape (``MOUTH_SHAPE_MEAN``) the opening
     # ``mouth_head`` predicts is moved before the decoder sees it, as a multiple of how far it was
