@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "window of the clip (Wav2Lip); 'counterfactual', the target frames themselves "
                         "speaking other speech, as inference shows them (synthetic clips only: write "
                         "them with python -m lipsync.data.synthetic.counterfactual)")
+    p.add_argument("--told-shape", default="measured", choices=("measured", "head"),
+                   help="generators with mouth_input: the mouth shape the decoder is told in training, "
+                        "'measured' (each target frame's, from its landmarks) or 'head' (what "
+                        "mouth_head predicts from the audio, as inference tells it)")
     p.add_argument("--train-frames", type=int, default=0,
                    help="MARLIN generators: decode a random run of this many of each window's 16 "
                         "frames per step (0: all 16; 5 with a 5-frame expert trains about 3x more "
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         reader=a.reader, reader_wt=a.reader_wt,
         disc_model=a.disc_model, mouth_wt=a.mouth_wt, opening_wt=a.opening_wt, warp_wt=a.warp_wt,
         edge_wt=a.edge_wt, change_wt=a.change_wt,
-        train_frames=a.train_frames, reference=a.reference,
+        train_frames=a.train_frames, reference=a.reference, told_shape=a.told_shape,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, disc_lr=a.disc_lr, sync_wt=a.sync_wt,
         sync_threshold=a.sync_threshold,
         sync_from_start=a.sync_from_start, disc_wt=a.disc_wt, val_fraction=a.val_fraction,

@@ -147,6 +147,7 @@ class GeneratorTrainConfig:
     # where each sample's reference window comes from (LipSyncDataset ``reference``): "window" (another
     # window of the clip) or "counterfactual" (the same frames with a mouth speaking other speech)
     reference: str = "window"
+    told_shape: str = "measured"  # mouth_input: what the decoder is told in training, "measured" or "head"
     train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
@@ -468,10 +469,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
                                 "fresh one (no --disc-init; --disc-model quality_disc_lips_tiny)",
                                 100 * live)
             inputs = extra_inputs(core, {**batch, "faces": faces}, acc.device, ref_reader)  # faces: on device
-            if shaped:  # the decoder is told each target frame's measured mouth shape
-                shape = inputs["mouth_shape"] = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
+            if shaped:  # the head learns each target frame's measured mouth shape; the decoder is told it
+                shape = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
+                if cfg.told_shape == "measured":
+                    inputs["mouth_shape"] = shape
             if toothed:  # and how much tooth shows in it
-                teeth = inputs["mouth_teeth"] = batch["teeth"].to(acc.device)
+                teeth = batch["teeth"].to(acc.device)
+                if cfg.told_shape == "measured":
+                    inputs["mouth_teeth"] = teeth
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
                     first = torch.randint(0, frames - decoded + 1, (faces.shape[0], 1))
