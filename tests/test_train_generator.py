@@ -946,6 +946,31 @@ def test_mouth_teeth_trains_its_head_on_the_measured_teeth(tmp_path, expert, nar
                                torch.tensor([0.0, 1.0]))
 
 
+def test_told_shape_head_tells_the_decoder_what_inference_tells_it(tmp_path, expert, narrow, monkeypatch):
+    """--told-shape head: no measured shape or teeth reaches the generator in training (the decoder
+    learns from what its heads predict, as at inference), while the heads still learn the measured
+    ones; the default tells the decoder the measured shape."""
+    from lipsync.models.marlin_generator import MarlinLipGenerator
+
+    told = []
+    forward = MarlinLipGenerator.forward
+
+    def spy(self, *args, **kwargs):
+        told.append(kwargs.get("mouth_shape") is not None or kwargs.get("mouth_teeth") is not None)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MarlinLipGenerator, "forward", spy)
+    args = [*_tiny_marlin_args(_lips_data(tmp_path), expert), "--steps", "2", "--train-frames", "5",
+            "--set", "mouth_input=true", "--set", "mouth_teeth=true", "--opening-wt", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "head"), "--told-shape", "head"]) == 0
+    assert told and not any(told)
+    logged = metrics(tmp_path / "head")
+    assert logged[(2, "train/opening")] > 0 and logged[(2, "train/teeth")] > 0
+    told.clear()
+    assert main([*args, "--out", str(tmp_path / "measured")]) == 0
+    assert any(told)
+
+
 def test_warp_loss_points_the_flow_at_lips_several_pixels_away():
     """The blurred terms turn the flow towards lips 4 px away; the sharp term alone does not."""
     from lipsync.training.generator_loop import warp_loss
