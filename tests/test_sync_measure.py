@@ -91,6 +91,17 @@ def test_mouth_teeth_counts_bright_unsaturated_pixels_inside_the_inner_lips():
         mouth_teeth(image[None].repeat(3, 0), np.stack([pts, pts]))
 
 
+def test_mouth_teeth_on_real_faces():
+    """Real photos: a smile showing its teeth reads well above 0, a closed mouth 0."""
+    from media import face_photo
+
+    from lipsync.data.synthetic.landmarks import detect_face
+
+    smile, closed = face_photo("astronaut"), face_photo("grace_hopper")
+    assert mouth_teeth(smile, detect_face(smile).landmarks) > 0.02
+    assert mouth_teeth(closed, detect_face(closed).landmarks) < 0.002
+
+
 def test_mouth_teeth_reads_the_renderers_teeth(clips):
     """On a rendered face at a fixed opening the measure follows the renderer's teeth parameter."""
     from lipsync.data.synthetic.landmarks import detect_face
