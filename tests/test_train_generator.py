@@ -971,6 +971,17 @@ def test_told_shape_head_tells_the_decoder_what_inference_tells_it(tmp_path, exp
     assert any(told)
 
 
+def test_told_shape_typo_is_refused_before_training(tmp_path):
+    """A told_shape other than measured/head (API callers bypass argparse's choices) is an error,
+    not a silent switch to the heads' shape."""
+    from lipsync.training.common import TrainingError
+    from lipsync.training.generator_loop import GeneratorTrainConfig, train_generator
+
+    with pytest.raises(TrainingError, match="told_shape 'measure'"):
+        train_generator(GeneratorTrainConfig(data=tmp_path, out=tmp_path / "run", told_shape="measure"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_warp_loss_points_the_flow_at_lips_several_pixels_away():
     """The blurred terms turn the flow towards lips 4 px away; the sharp term alone does not."""
     from lipsync.training.generator_loop import warp_loss

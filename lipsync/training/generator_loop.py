@@ -331,6 +331,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     """
     if not 0 <= cfg.sync_wt + max(cfg.disc_wt, 0) < 1:
         raise TrainingError(f"sync_wt + disc_wt must be in [0, 1), got {cfg.sync_wt} + {cfg.disc_wt}")
+    if cfg.told_shape not in ("measured", "head"):
+        raise TrainingError(f"told_shape {cfg.told_shape!r}: choose 'measured' or 'head'")
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     seed_everything(cfg.seed)
     gen = build_model(cfg.model, dict(cfg.overrides), cfg.init, GENERATORS, cfg.marlin_checkpoint)
@@ -360,6 +362,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
 
     betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
     shaped = bool(getattr(getattr(gen, "config", None), "mouth_input", False))
+    if cfg.told_shape == "head" and not shaped:
+        log.warning("--told-shape head changes nothing: this generator has no mouth_input")
     if shaped and cfg.opening_wt <= 0:
         raise TrainingError("a generator with mouth_input needs --opening-wt > 0: it trains the head "
                             "that tells the decoder the mouth's shape at inference")
