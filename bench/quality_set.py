@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=Path, required=True, help="folder of lipsync.data.synthetic clips")
     p.add_argument("--ids", type=Path, required=True, help="file listing held-out clip ids (e.g. val.txt)")
     p.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped one)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="the generator's precision, as lipsync.infer's --precision")
     p.add_argument("--pairs", type=int, default=8, help="number of (video, other audio) pairs")
     p.add_argument("--offset", type=int, default=1,
                    help="dub clip k with the audio of clip k + offset (in the sorted held-out list)")
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pass_through:
         dubber = LipSync(quality.PassThrough(96), device="cpu")
     else:
-        dubber = LipSync.from_checkpoint(args.checkpoint)
+        dubber = LipSync.from_checkpoint(args.checkpoint, precision=args.precision)
     size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None  # of the perfect generator
     results = []
     with tempfile.TemporaryDirectory() as tmp:
