@@ -23,7 +23,7 @@ from marlin.cli import HelpFormatter
 from marlin.training import add_run_args
 
 from .training.common import OneLineParser, add_eval_args, check_args, parse_overrides, trainer_cli
-from .training.generator_loop import GeneratorTrainConfig, train_generator
+from .training.generator_loop import TOLD_SHAPES, GeneratorTrainConfig, train_generator
 
 __all__ = ["build_parser", "main", "cli"]
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "window of the clip (Wav2Lip); 'counterfactual', the target frames themselves "
                         "speaking other speech, as inference shows them (synthetic clips only: write "
                         "them with python -m lipsync.data.synthetic.counterfactual)")
-    p.add_argument("--told-shape", default="measured", choices=("measured", "head"),
+    p.add_argument("--told-shape", default="measured", choices=TOLD_SHAPES,
                    help="generators with mouth_input: the mouth shape the decoder is told in training, "
                         "'measured' (each target frame's, from its landmarks) or 'head' (what "
                         "mouth_head predicts from the audio, as inference tells it)")

@@ -18,7 +18,9 @@ Recipe (REFERENCE.md 2)::
   the term then trains that head on the standardised opening and mouth width, and the decoder is
   given the measured shape of each target frame in its place (the val figures use the head's);
   with ``mouth_teeth`` the same goes for ``teeth_head`` and the tooth area each target frame
-  shows (``teeth`` of the dataset), a second term of the same weight;
+  shows (``teeth`` of the dataset), a second term of the same weight.  With ``told_shape="head"``
+  the decoder is given the heads' predictions instead, as at inference (the heads still learn
+  the measured values);
 - read (``reader_wt``, with ``reader``): MSE between 10x the opening a frozen
   :class:`lipsync.models.OpeningReader` reads in each generated lower half and 10x the target
   frame's measured opening.  L1 lets a generator that is unsure how far the mouth opens draw
@@ -120,6 +122,11 @@ log = logging.getLogger(__name__)
 __all__ = ["GeneratorTrainConfig", "train_generator"]
 
 
+#: what a mouth_input generator's decoder is told in training: each target frame's measured shape
+#: (and teeth), or what its heads predict from the audio, as inference tells it
+TOLD_SHAPES = ("measured", "head")
+
+
 @dataclass(frozen=True)
 class GeneratorTrainConfig:
     """Everything one generator training run needs (built by ``python -m lipsync.train``)."""
@@ -147,7 +154,7 @@ class GeneratorTrainConfig:
     # where each sample's reference window comes from (LipSyncDataset ``reference``): "window" (another
     # window of the clip) or "counterfactual" (the same frames with a mouth speaking other speech)
     reference: str = "window"
-    told_shape: str = "measured"  # mouth_input: what the decoder is told in training, "measured" or "head"
+    told_shape: str = "measured"  # mouth_input: what the decoder is told in training (TOLD_SHAPES)
     train_frames: int = 0  # MARLIN generators: decoded run of frames per window (0: all)
     sync_wt: float = 0.03
     sync_threshold: float = 0.75
@@ -331,8 +338,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
     """
     if not 0 <= cfg.sync_wt + max(cfg.disc_wt, 0) < 1:
         raise TrainingError(f"sync_wt + disc_wt must be in [0, 1), got {cfg.sync_wt} + {cfg.disc_wt}")
-    if cfg.told_shape not in ("measured", "head"):
-        raise TrainingError(f"told_shape {cfg.told_shape!r}: choose 'measured' or 'head'")
+    if cfg.told_shape not in TOLD_SHAPES:
+        raise TrainingError(f"told_shape {cfg.told_shape!r}: choose {' or '.join(map(repr, TOLD_SHAPES))}")
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     seed_everything(cfg.seed)
     gen = build_model(cfg.model, dict(cfg.overrides), cfg.init, GENERATORS, cfg.marlin_checkpoint)
@@ -362,7 +369,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
 
     betas = (0.5, 0.999) if disc is not None else (0.9, 0.999)
     shaped = bool(getattr(getattr(gen, "config", None), "mouth_input", False))
-    if cfg.told_shape == "head" and not shaped:
+    tell_measured = cfg.told_shape == "measured"  # else the heads' predictions reach the decoder
+    if not tell_measured and not shaped:
         log.warning("--told-shape head changes nothing: this generator has no mouth_input")
     if shaped and cfg.opening_wt <= 0:
         raise TrainingError("a generator with mouth_input needs --opening-wt > 0: it trains the head "
@@ -475,11 +483,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict[str, float]:
             inputs = extra_inputs(core, {**batch, "faces": faces}, acc.device, ref_reader)  # faces: on device
             if shaped:  # the head learns each target frame's measured mouth shape; the decoder is told it
                 shape = torch.stack([opening, batch["width"].to(acc.device)], dim=-1)
-                if cfg.told_shape == "measured":
+                if tell_measured:
                     inputs["mouth_shape"] = shape
             if toothed:  # and how much tooth shows in it
                 teeth = batch["teeth"].to(acc.device)
-                if cfg.told_shape == "measured":
+                if tell_measured:
                     inputs["mouth_teeth"] = teeth
             with acc.autocast():
                 if decoded < frames:  # a random run of `decoded` frames of each window
