@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lipsync import DubError, DubOptions, LipSync
+    from lipsync.inference.plan import resolve_dtype
 
     ids = [line.split("_")[0] + "_" + line.split("_")[1] for line in args.ids.read_text().split()]
     ids = sorted(dict.fromkeys(ids))  # preprocessed runs may be named <clip>_<run>; keep clips once
@@ -147,14 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     except DubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.pass_through and args.checkpoint:
-        print("error: --pass-through dubs without a checkpoint: leave out --checkpoint", file=sys.stderr)
+    if args.pass_through and (args.checkpoint or args.precision != "auto"):
+        print("error: --pass-through dubs without a checkpoint: leave out --checkpoint and --precision",
+              file=sys.stderr)
         return 2
     quality = _sibling("quality")
     if args.pass_through:
         dubber = LipSync(quality.PassThrough(96), device="cpu")
     else:
-        dubber = LipSync.from_checkpoint(args.checkpoint, precision=args.precision)
+        try:  # a missing or foreign checkpoint, or a precision this device lacks (fp16 on a CPU)
+            dubber = LipSync.from_checkpoint(args.checkpoint, precision=args.precision)
+            resolve_dtype(args.precision, dubber.device)  # the runner is built at the first dub: check now
+        except DubError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     size = int(getattr(dubber.model, "img_size", 96)) if args.pipeline else None  # of the perfect generator
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -296,7 +296,11 @@ def test_quality_set_pass_through_costs_only_the_second_encode(clips, tmp_path, 
         assert abs(rows["dubbed"]["mouth_l1"] - rows["floor"]["mouth_l1"]) < 1.5
         assert abs(rows["dubbed"]["sync_r"] - rows["floor"]["sync_r"]) < 0.1
     assert sum(g["frames"] for g in report["by_change"]) > 0
-    for bad in (["--crf", "52"], ["--pass-through", "--checkpoint", "x.safetensors"]):
+    bad_args = [["--crf", "52"], ["--pass-through", "--checkpoint", "x.safetensors"],
+                ["--pass-through", "--precision", "bf16"], ["--checkpoint", str(tmp_path / "no.safetensors")]]
+    if not torch.cuda.is_available():
+        bad_args.append(["--precision", "fp16"])  # the dubs would run on the CPU, which has no fp16
+    for bad in bad_args:
         assert bench.main([*args, *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err
