@@ -48,7 +48,8 @@ class LipSync:
     model : a ``lipsync.models`` generator
     meta : the checkpoint's metadata (``audio_convention`` is read from it)
     device : "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps"
-    precision : "auto" (fp16 on cuda, fp32 elsewhere), "fp32", "fp16", "bf16"
+    precision : "auto" (fp16 on cuda, bf16 on a CPU with native bf16, fp32 elsewhere; a reduced
+        precision only if the first batch agrees with fp32: ``GeneratorRunner``), "fp32", "fp16", "bf16"
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any] | None = None, device: str = "auto",

@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto",
                      help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto: fp16 on cuda, bf16 on CPUs with native bf16 when the model runs in "
-                          "it within 3/255 of fp32, else fp32")
+                     help="auto: fp16 on cuda, bf16 on CPUs with native bf16, each kept only if at most "
+                          "1%% of the first batch's values are more than 3 levels from fp32; else fp32")
     run.add_argument("--batch-size", type=int, default=d.batch_size,
                      help="frames per generator batch (also bounds the frames held in memory)")
     run.add_argument("--threads", action=argparse.BooleanOptionalAction, default=d.threads,
