@@ -123,18 +123,25 @@ def test_auto_is_fp32_without_native_bf16(monkeypatch):
     assert auto.dtype == torch.float32 and auto._trial is None
 
 
-@pytest.mark.parametrize("blank_ok", [False, True])
-def test_auto_drops_a_precision_the_model_cannot_run(bf16_cpu, blank_ok, caplog):
-    """Refused at construction (a blank batch) or only on the first real batch: fp32 either way,
-    and the first batch still comes back."""
+def test_auto_drops_a_precision_the_model_cannot_run(bf16_cpu, caplog):
+    """A model that fails in bf16 on the first batch: fp32, and that batch still comes back."""
     fp32 = GeneratorRunner(Echo(), CPU, "fp32", optimize=False)
     with caplog.at_level("INFO", logger="lipsync.inference.runner"):
-        auto = GeneratorRunner(NoBf16(blank_ok), CPU, "auto", optimize=False)
-        assert (auto._trial is not None) is blank_ok
-        first = _batch()
+        auto = GeneratorRunner(NoBf16(), CPU, "auto", optimize=False)
+        first, second = _batch(seed=0), _batch(seed=1)
         np.testing.assert_array_equal(auto(*first), fp32(*first))
+        np.testing.assert_array_equal(auto(*second), fp32(*second))
     assert auto.dtype == torch.float32 and auto._trial is None
     assert "does not run in torch.bfloat16" in caplog.text
+
+
+@pytest.mark.parametrize("blank_ok", [False, True])
+def test_warmup_drops_a_precision_that_fails_on_a_blank_batch(bf16_cpu, blank_ok):
+    auto = GeneratorRunner(NoBf16(blank_ok), CPU, "auto", optimize=False)
+    auto.warmup()
+    assert (auto._trial is not None) is blank_ok
+    auto(*_batch())
+    assert auto.dtype == torch.float32 and auto._trial is None
 
 
 def test_auto_leaves_the_fp32_model_in_fp32(bf16_cpu):

@@ -66,10 +66,10 @@ class GeneratorRunner:
     device : where to run it
     precision : "fp32", "fp16", "bf16", or "auto": fp16 on cuda, bf16 on a cpu with native
         bf16 (AVX-512 BF16 / AMX), fp32 otherwise.  With "auto" the reduced precision must run
-        (tried at construction) and then agree with fp32 on the first batch of faces: that batch
-        is made in both, its fp32 faces are returned, and the reduced precision is kept for the
-        rest only if at most ``AUTO_SHARE`` of its values are more than ``AUTO_LEVELS`` levels
-        off.  ``dtype`` is the precision in use (fp32 until that batch).
+        and agree with fp32 on the first batch of faces: that batch is made in both, its fp32
+        faces are returned, and the reduced precision is kept for the rest only if at most
+        ``AUTO_SHARE`` of its values are more than ``AUTO_LEVELS`` levels off.  ``dtype`` is the
+        precision in use (fp32 until that batch).
     optimize : fold BatchNorm and use channels-last weights (``lipsync.models.prepare_for_inference``)
     """
 
@@ -99,15 +99,14 @@ class GeneratorRunner:
 
     def _candidate(self, model: nn.Module, dtype: torch.dtype,
                    optimize: bool) -> tuple[torch.dtype, nn.Module] | None:
-        """``model`` in ``dtype`` if it runs there (one pass on a blank batch), else None."""
+        """``model`` prepared in ``dtype``, else None.  Whether it runs there is learnt on the
+        first batch (``_judge``): a pass on a blank batch here would cost a clip a tenth of a second."""
         try:
             # a copy: without optimize, _prepare converts in place, and self.model may be `model`
-            prepared = _prepare(copy.deepcopy(model) if not optimize else model, dtype, optimize)
-            self._generate(prepared, dtype, *self._blank())
+            return dtype, _prepare(copy.deepcopy(model) if not optimize else model, dtype, optimize)
         except (RuntimeError, NotImplementedError, TypeError) as e:
-            log.info("%s does not run in %s here (%s); using fp32", self._name, dtype, e)
+            log.info("%s cannot be converted to %s here (%s); using fp32", self._name, dtype, e)
             return None
-        return dtype, prepared
 
     def _blank(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.window
@@ -207,8 +206,14 @@ class GeneratorRunner:
 
     def warmup(self) -> None:
         """One tiny forward pass (cuDNN autotuning, lazy init) so timings exclude it; with "auto"
-        still to judge, through the candidate precision too."""
+        still to judge, through the candidate precision too (dropped if it does not run)."""
         self._generate(self.model, self.dtype, *self._blank())
-        trial = self._trial
-        if trial is not None:
-            self._generate(trial[1], trial[0], *self._blank())
+        with self._lock:
+            if self._trial is None:
+                return
+            dtype, trial = self._trial
+            try:
+                self._generate(trial, dtype, *self._blank())
+            except (RuntimeError, NotImplementedError, TypeError) as e:
+                log.info("%s does not run in %s here (%s); using fp32", self._name, dtype, e)
+                self._trial = None
