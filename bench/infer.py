@@ -4,8 +4,9 @@
     python bench/infer.py --quick                 # 720p only, 4 s clips, 60 s "long" input
     python bench/infer.py --sizes 720 --models tiny --skip-memory
 
-For each input size (720p, 1080p) and generator (the tiny default model, the public
-Wav2Lip-size generator) it dubs a clip with
+For each input size (720p, 1080p) and generator (the tiny registry model, the public
+Wav2Lip-size generator; ``--models default`` adds the shipped default checkpoint, with its warp
+and drawn mouth) it dubs a clip with
 
 * ``engine``: ``lipsync.LipSync.dub`` with its default options (streaming, threaded
   decode/detect/encode, BatchNorm folded, bf16 where the CPU has it and the model agrees with
@@ -23,7 +24,10 @@ The naive implementation's peak RSS grows by one decoded frame per input frame (
 720p), so it is measured on the 10 s input only and its 5 min figure is extrapolated.
 
 Inputs are generated (a real public-domain face photo moving over a background, plus
-speech-like audio) into a temporary folder; weights are random (speed does not depend on them).
+speech-like audio) into a temporary folder; weights are random (speed does not depend on them),
+except the shipped default's.  The naive implementation gives a generator only faces and audio,
+so it is not run for the default, whose copy gate and drawn mouth also take each face's mouth
+opening and position (the engine and the CPU profile give them).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # media.py: the test suite's face photos and speech
 
 SIZES = {"720": (720, 1280), "1080": (1080, 1920), "480": (480, 854)}
-MODELS = {"tiny": "marlin_lip_tiny", "wav2lip": "wav2lip"}
+MODELS = {"tiny": "marlin_lip_tiny", "wav2lip": "wav2lip", "default": None}  # None: the shipped file
+DEFAULT = ROOT / "checkpoints" / "lipsync_default.safetensors"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -75,13 +80,24 @@ def make_video(path: Path, size: tuple[int, int], seconds: float, fps: int = 25)
 
 
 def make_checkpoint(path: Path, name: str) -> Path:
+    """A checkpoint of random weights for a registry model at ``path``; the shipped default's file."""
+    if MODELS[name] is None:
+        return DEFAULT
+    from lipsync.checkpoints import save
+
+    return save(path, make_model(name))
+
+
+def make_model(name: str):
     import torch
 
-    from lipsync.checkpoints import save
+    from lipsync.checkpoints import load
     from lipsync.models import create_model
 
+    if MODELS[name] is None:
+        return load(DEFAULT).model
     torch.manual_seed(0)
-    return save(path, create_model(MODELS[name]))
+    return create_model(MODELS[name])
 
 
 # ----------------------------------------------------------------------------- naive baseline
@@ -161,9 +177,9 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
     import torch
     from media import face_photo, place
 
+    from lipsync.inference.engine import _geometry, _opening
     from lipsync.inference.options import DubOptions
     from lipsync.inference.runner import GeneratorRunner
-    from lipsync.models import create_model
     from marlin.face import FaceDetector, FaceTracker, TrackConfig, paste_back, wav2lip_crop
     from marlin.video import iter_frames
 
@@ -213,13 +229,17 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
                                   for f, c in zip(frames, crops)], n)
     batch = np.stack([c[0] for c in crops])
     mels = np.random.default_rng(0).normal(size=(n, 80, 16)).astype(np.float32)
+    openings = np.full(n, _opening(tk), np.float32)  # what the engine gives models that take them
+    geometry = np.stack([_geometry(tk, c[1]) for c in crops])
     for model in models:
-        m = create_model(MODELS[model])
+        m = make_model(model)
         for label, precision, optimize in (("naive", "fp32", False), ("engine", "auto", True)):
             runner = GeneratorRunner(m, torch.device("cpu"), precision, optimize=optimize)
-            runner(batch[:16], mels[:16])
+            extra = {"openings": openings if runner.needs_openings else None,
+                     "geometry": geometry if runner.needs_geometry else None}
+            runner(batch[:16], mels[:16], **{k: None if v is None else v[:16] for k, v in extra.items()})
             out[f"generate {model} {label} ({str(runner.dtype).replace('torch.', '')})"] = clock(
-                lambda r=runner: r(batch, mels), n)
+                lambda r=runner, e=extra: r(batch, mels, **e), n)
     return out
 
 
@@ -305,7 +325,8 @@ def _row(label: str, r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="720,1080", help="comma-separated input heights (480, 720, 1080)")
-    p.add_argument("--models", default="tiny,wav2lip", help="comma-separated: tiny, wav2lip")
+    p.add_argument("--models", default="tiny,wav2lip",
+                   help="comma-separated: tiny, wav2lip (random weights), default (the shipped checkpoint)")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length for the fps runs")
     p.add_argument("--long-seconds", type=float, default=300.0, help="long input for the memory run")
     p.add_argument("--memory-size", default="720", help="input height for the memory runs")
@@ -347,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(","):
             video = make_video(d / f"in_{size}.mp4", SIZES[size], args.seconds)
             for model, ckpt in ckpts.items():
-                modes = ("engine",) if args.skip_naive else ("engine", "naive")
+                modes = ("engine",) if args.skip_naive or MODELS[model] is None else ("engine", "naive")
                 for _ in range(max(1, args.repeat)):
                     for mode in modes:
                         key = f"{size}p {model} {mode}"
@@ -357,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     key = f"{size}p {model} {mode}"
                     print(_row(key, results[key]), flush=True)
-                if not args.skip_naive:
+                if "naive" in modes:
                     e, n = results[f"{size}p {model} engine"], results[f"{size}p {model} naive"]
                     print(f"{'':<28} engine / naive throughput: {e['fps'] / n['fps']:.2f}x", flush=True)
         if not args.skip_memory:
