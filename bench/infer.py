@@ -235,9 +235,9 @@ def stage_profile(size: tuple[int, int], models: list[str], n: int = 32) -> dict
         m = make_model(model)
         for label, precision, optimize in (("naive", "fp32", False), ("engine", "auto", True)):
             runner = GeneratorRunner(m, torch.device("cpu"), precision, optimize=optimize)
-            extra = {"openings": openings if runner.needs_openings else None,
-                     "geometry": geometry if runner.needs_geometry else None}
-            runner(batch[:16], mels[:16], **{k: None if v is None else v[:16] for k, v in extra.items()})
+            extra = {k: v for k, v, wanted in (("openings", openings, runner.needs_openings),
+                                               ("geometry", geometry, runner.needs_geometry)) if wanted}
+            runner(batch[:16], mels[:16], **{k: v[:16] for k, v in extra.items()})
             out[f"generate {model} {label} ({str(runner.dtype).replace('torch.', '')})"] = clock(
                 lambda r=runner, e=extra: r(batch, mels, **e), n)
     return out

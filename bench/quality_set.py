@@ -43,6 +43,7 @@ def _sibling(name: str):
     return module
 
 
+from lipsync.inference.options import PRECISIONS  # noqa: E402
 from marlin.cli import HelpFormatter  # noqa: E402
 
 LABELS = ("dubbed", "floor", "ceiling")
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=Path, required=True, help="folder of lipsync.data.synthetic clips")
     p.add_argument("--ids", type=Path, required=True, help="file listing held-out clip ids (e.g. val.txt)")
     p.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped one)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the generator's precision, as lipsync.infer's --precision")
     p.add_argument("--pairs", type=int, default=8, help="number of (video, other audio) pairs")
     p.add_argument("--offset", type=int, default=1,

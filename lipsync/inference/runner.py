@@ -112,15 +112,24 @@ class GeneratorRunner:
         n = self.window
         return np.zeros((n, self.size, self.size, 3), np.uint8), np.zeros((n, 80, 16), np.float32)
 
+    def _run_trial(self, args: tuple) -> np.ndarray | None:
+        """The candidate's faces for ``_generate``'s ``args``; None, and the candidate dropped,
+        if it does not run on them."""
+        dtype, trial = self._trial
+        try:
+            return self._generate(trial, dtype, *args)
+        except (RuntimeError, NotImplementedError, TypeError) as e:
+            log.info("%s does not run in %s here (%s); using fp32", self._name, dtype, e)
+            self._trial = None
+            return None
+
     def _judge(self, fp32_faces: np.ndarray, args: tuple) -> None:
         """Keep the candidate precision if it makes ``fp32_faces`` within the AUTO_ limits."""
+        faces = self._run_trial(args)
+        if faces is None:
+            return
         dtype, trial = self._trial
         self._trial = None
-        try:
-            faces = self._generate(trial, dtype, *args)
-        except (RuntimeError, NotImplementedError, TypeError) as e:
-            log.info("%s does not run in %s on these faces (%s); using fp32", self._name, dtype, e)
-            return
         off = np.abs(faces.astype(np.int16) - fp32_faces)
         share = float((off > AUTO_LEVELS).mean())
         verdict = (f"{share:.2%} of the first {len(faces)} faces' values more than {AUTO_LEVELS} "
@@ -209,11 +218,5 @@ class GeneratorRunner:
         still to judge, through the candidate precision too (dropped if it does not run)."""
         self._generate(self.model, self.dtype, *self._blank())
         with self._lock:
-            if self._trial is None:
-                return
-            dtype, trial = self._trial
-            try:
-                self._generate(trial, dtype, *self._blank())
-            except (RuntimeError, NotImplementedError, TypeError) as e:
-                log.info("%s does not run in %s here (%s); using fp32", self._name, dtype, e)
-                self._trial = None
+            if self._trial is not None:
+                self._run_trial(self._blank())
