@@ -352,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.sizes, args.seconds, args.long_seconds = "720", 4.0, 60.0
+    for option, names, known in (("--models", args.models, MODELS), ("--sizes", args.sizes, SIZES)):
+        unknown = [n for n in names.split(",") if n not in known]
+        if unknown:
+            p.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
